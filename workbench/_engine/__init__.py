@@ -1,0 +1,1 @@
+"""The queued ONNX Runtime engine: model import, decode loop, batching, providers."""

@@ -1,0 +1,1 @@
+"""Sandboxed WebAssembly agents: ABI v1, the wasmtime sandbox and the worker pool."""

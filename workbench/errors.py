@@ -1,0 +1,219 @@
+"""Every error the workbench raises.
+
+Each class inherits the built-in a caller would catch anyway and carries the context a
+user needs (agent, step, limit, offset ...). Messages end with what to do next.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AgentCrashed",
+    "AgentFault",
+    "AgentOutputError",
+    "CapabilityError",
+    "ConfigError",
+    "InvalidModule",
+    "JournalCorrupt",
+    "JournalError",
+    "LimitExceeded",
+    "MemoryLimitExceeded",
+    "ModelLoadError",
+    "NondeterminismError",
+    "OutOfFuel",
+    "ProviderError",
+    "RecordTooLarge",
+    "RunBusy",
+    "RunClosed",
+    "StepTimeout",
+    "WorkbenchError",
+]
+
+
+class WorkbenchError(Exception):
+    """Base class of every error the workbench raises on purpose."""
+
+
+class ConfigError(WorkbenchError, ValueError):
+    """A run, agent, engine or model was configured with values that cannot work."""
+
+
+class RunBusy(WorkbenchError, RuntimeError):
+    """The run is being driven in the background; pause() or wait() first."""
+
+    def __init__(self, action: str) -> None:
+        self.action = action
+        super().__init__(
+            f"cannot {action} while the run is driven in the background; "
+            "call run.pause() or run.wait() first"
+        )
+
+
+class RunClosed(WorkbenchError, ValueError):
+    """The run (or pool, or engine) is already closed."""
+
+    def __init__(self, what: str = "run") -> None:
+        self.what = what
+        super().__init__(f"{what} already closed; create a new one")
+
+
+# --- journal -----------------------------------------------------------------------------
+
+
+class JournalError(WorkbenchError, OSError):
+    """A journal cannot be written or read."""
+
+
+class JournalCorrupt(JournalError):
+    """Bytes in the journal are damaged somewhere other than a torn tail."""
+
+    def __init__(self, path: str, offset: int, reason: str) -> None:
+        self.path = path
+        self.offset = offset
+        self.reason = reason
+        super().__init__(
+            f"journal {path!r} is corrupt at byte {offset}: {reason}; "
+            "the records before this offset are intact (wb.read_journal(path, upto=offset))"
+        )
+
+
+class RecordTooLarge(JournalError, ValueError):
+    """A journal record would exceed the configured maximum record size."""
+
+    def __init__(self, size: int, limit: int, what: str) -> None:
+        self.size = size
+        self.limit = limit
+        self.what = what
+        super().__init__(
+            f"{what} encodes to {size} bytes, over the journal's record limit of {limit}; "
+            "shrink the agent's state/output or raise Run(max_record_bytes=...)"
+        )
+
+
+class NondeterminismError(WorkbenchError, AssertionError):
+    """Replay produced a different event than the journal recorded."""
+
+    def __init__(self, step: int, agent: str | None, field: str, expected: object,
+                 got: object) -> None:
+        self.step = step
+        self.agent = agent
+        self.field = field
+        self.expected = expected
+        self.got = got
+        who = f"agent {agent!r}" if agent is not None else "the run"
+        super().__init__(
+            f"replay diverged at step {step}, {who}, field {field!r}: "
+            f"expected {_short(expected)}, got {_short(got)}; the agent's code or its "
+            "inputs changed, or it reads time/randomness outside the host calls"
+        )
+
+
+# --- agents --------------------------------------------------------------------------------
+
+
+class AgentFault(WorkbenchError, RuntimeError):
+    """An agent's step failed; the fault is journaled at that step.
+
+    Raised to the caller only when the agent's fault policy is ``"fail"``.
+    """
+
+    kind = "fault"
+
+    def __init__(self, agent: str, step: int, detail: str) -> None:
+        self.agent = agent
+        self.step = step
+        self.detail = detail
+        super().__init__(f"agent {agent!r} faulted at step {step} ({self.kind}): {detail}")
+
+
+class OutOfFuel(AgentFault):
+    """The agent used its whole fuel budget for one step (same instruction on every run)."""
+
+    kind = "out_of_fuel"
+
+
+class StepTimeout(AgentFault, TimeoutError):
+    """The wall-clock backstop (epoch deadline) stopped a step. Not deterministic by nature."""
+
+    kind = "timeout"
+
+
+class MemoryLimitExceeded(AgentFault, MemoryError):
+    """The guest asked for memory past its limit and then failed."""
+
+    kind = "memory_limit"
+
+
+class LimitExceeded(AgentFault):
+    """State, output, message or token limits were breached."""
+
+    kind = "limit"
+
+
+class AgentOutputError(AgentFault, ValueError):
+    """The agent returned output that is not valid (not UTF-8 JSON, wrong shape)."""
+
+    kind = "malformed_output"
+
+
+class AgentCrashed(AgentFault):
+    """The worker process hosting the agent died during its step."""
+
+    kind = "crashed"
+
+    def __init__(self, agent: str, step: int, signal: int | None, detail: str = "") -> None:
+        self.signal = signal
+        sig = f"signal {signal}" if signal is not None else "exit"
+        super().__init__(agent, step, f"worker died ({sig}) {detail}".strip())
+
+
+class InvalidModule(WorkbenchError, ValueError):
+    """A WebAssembly module failed to validate, compile or link."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        self.source = source
+        self.reason = reason
+        super().__init__(
+            f"invalid agent module {source}: {reason}; rebuild it for ABI v1 (docs/abi.md)"
+        )
+
+
+class CapabilityError(InvalidModule):
+    """The module imports a host function the agent was not granted."""
+
+    def __init__(self, source: str, name: str, granted: tuple[str, ...]) -> None:
+        self.name = name
+        self.granted = granted
+        super().__init__(
+            source,
+            f"it imports host.{name} but the agent is granted only {list(granted)}; "
+            f"add {name!r} to capabilities=... or remove the import",
+        )
+
+
+# --- engine --------------------------------------------------------------------------------
+
+
+class ModelLoadError(WorkbenchError, ValueError):
+    """A model file could not be loaded or converted (malformed, hostile, unsupported)."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        self.source = source
+        self.reason = reason
+        super().__init__(f"cannot load model {source}: {reason}")
+
+
+class ProviderError(WorkbenchError, RuntimeError):
+    """The requested execution provider could not be used and strict_provider=True."""
+
+    def __init__(self, requested: str, reason: str) -> None:
+        self.requested = requested
+        self.reason = reason
+        super().__init__(
+            f"execution provider {requested} is not usable: {reason}; "
+            "pass strict_provider=False to fall back to the next provider"
+        )
+
+
+def _short(value: object, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
