@@ -7,6 +7,7 @@ user needs (agent, step, limit, offset ...). Messages end with what to do next.
 from __future__ import annotations
 
 __all__ = [
+    "AgentBuildError",
     "AgentCrashed",
     "AgentFault",
     "AgentOutputError",
@@ -25,6 +26,7 @@ __all__ = [
     "RunBusy",
     "RunClosed",
     "StepTimeout",
+    "ToolchainMissing",
     "WorkbenchError",
 ]
 
@@ -187,6 +189,31 @@ class CapabilityError(InvalidModule):
             source,
             f"it imports host.{name} but the agent is granted only {list(granted)}; "
             f"add {name!r} to capabilities=... or remove the import",
+        )
+
+
+# --- building agents -------------------------------------------------------------------
+
+
+class ToolchainMissing(WorkbenchError, FileNotFoundError):
+    """A guest toolchain (clang for wasm32-wasi, wasi-libc, AssemblyScript ...) is not installed."""
+
+    def __init__(self, tool: str, install: str) -> None:
+        self.tool = tool
+        self.install = install
+        super().__init__(f"{tool} is needed to build this agent but was not found; {install}")
+
+
+class AgentBuildError(WorkbenchError, RuntimeError):
+    """The guest compiler rejected an agent's source; ``output`` is what the compiler said."""
+
+    def __init__(self, source: str, tool: str, output: str) -> None:
+        self.source = source
+        self.tool = tool
+        self.output = output
+        super().__init__(
+            f"{tool} could not build agent {source}:\n{output.rstrip()}\n"
+            "fix the source and run `workbench build-agent` again"
         )
 
 
