@@ -13,8 +13,9 @@ def _registrars() -> list[Register]:
     # Each entry adds sub-commands; the handler is stored as `func` on the parsed namespace
     # and returns the process exit code.
     from workbench import _cli_core
+    from workbench._wasm import _cli as _wasm_cli
 
-    return [_cli_core.register]
+    return [_cli_core.register, _wasm_cli.register]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,41 @@
+#!/bin/sh
+# Install the guest toolchains that build WebAssembly agents (run as root on Debian 12).
+#
+#   C:              clang + lld + wasi-libc + the wasm32 compiler-rt builtins (Debian packages)
+#   AssemblyScript: the `assemblyscript` npm package, pinned in examples/agents/package.json
+#                   and installed into examples/agents/node_modules (git-ignored), never globally
+#
+# Idempotent: re-running it only re-checks the packages. WAT needs nothing (wasmtime ships
+# wat2wasm). Rust is not supported (rustup cannot fetch wasm targets offline).
+set -eu
+
+ROOT=$(CDPATH='' cd -- "$(dirname -- "$0")/.." && pwd)
+APT_PACKAGES="clang lld wasi-libc libclang-rt-14-dev-wasm32"
+# Node.js may come from elsewhere (e.g. NodeSource, which bundles npm); only add Debian's
+# when there is no npm at all.
+if ! command -v npm >/dev/null 2>&1; then
+    APT_PACKAGES="$APT_PACKAGES nodejs npm"
+fi
+
+missing=""
+for pkg in $APT_PACKAGES; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+        missing="$missing $pkg"
+    fi
+done
+if [ -n "$missing" ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update
+    # shellcheck disable=SC2086
+    apt-get install -y --no-install-recommends $missing
+fi
+
+cd "$ROOT/examples/agents"
+if [ -f package-lock.json ]; then
+    npm ci --no-audit --no-fund --loglevel=error
+else
+    npm install --no-audit --no-fund --loglevel=error
+fi
+
+clang --version | head -n 1
+echo "asc $(node node_modules/assemblyscript/bin/asc.js --version)"
