@@ -13,6 +13,7 @@ __all__ = [
     "AgentOutputError",
     "CapabilityError",
     "ConfigError",
+    "FrameTooLarge",
     "InvalidModule",
     "JournalCorrupt",
     "JournalError",
@@ -189,6 +190,19 @@ class CapabilityError(InvalidModule):
             source,
             f"it imports host.{name} but the agent is granted only {list(granted)}; "
             f"add {name!r} to capabilities=... or remove the import",
+        )
+
+
+class FrameTooLarge(WorkbenchError, ValueError):
+    """A message between the kernel and a worker process is over the frame size limit."""
+
+    def __init__(self, size: int, limit: int, what: str) -> None:
+        self.size = size
+        self.limit = limit
+        self.what = what
+        super().__init__(
+            f"{what} is {size} bytes, over the worker frame limit of {limit}; "
+            "shrink the module, state or output, or raise WorkerPool(max_frame=...)"
         )
 
 
