@@ -1,0 +1,95 @@
+"""Turning what a user passes to ``run.add_agent`` into an :class:`Executor`.
+
+A callable becomes an in-process :class:`PythonAgent`; a ``.wasm``/``.wat`` path or wasm bytes
+becomes a sandboxed WebAssembly agent in the shared worker pool (or in-process with
+``workers=0``); an object with ``identity``/``step``/``close`` is used as it is.
+"""
+
+from __future__ import annotations
+
+import atexit
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+from workbench._python_agent import PythonAgent
+from workbench._types import Executor, Limits
+from workbench.errors import ConfigError
+
+_UNITS = {"": 1, "b": 1, "kib": 1024, "kb": 1000, "mib": 1024**2, "mb": 1000**2,
+          "gib": 1024**3, "gb": 1000**3}
+
+_pool_lock = threading.Lock()
+_pool: Any = None
+
+
+def parse_bytes(value: int | str) -> int:
+    """``16777216``, ``"16MiB"``, ``"512 KiB"`` -> bytes. Raises ConfigError otherwise."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    m = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", str(value))
+    if not m or m.group(2).lower() not in _UNITS:
+        raise ConfigError(f"cannot read {value!r} as a size; write e.g. 16777216 or '16MiB'")
+    return int(m.group(1)) * _UNITS[m.group(2).lower()]
+
+
+def is_wasm_source(agent: object) -> bool:
+    if isinstance(agent, bytes | bytearray):
+        return True
+    return isinstance(agent, str | Path) and Path(agent).suffix in (".wasm", ".wat")
+
+
+def wasm_bytes(agent: str | Path | bytes) -> bytes:
+    """The module's binary (WAT text is assembled). Raises InvalidModule for bad WAT."""
+    from workbench.errors import InvalidModule
+
+    if isinstance(agent, bytes | bytearray):
+        data = bytes(agent)
+    else:
+        path = Path(agent)
+        if not path.is_file():
+            raise ConfigError(f"agent module {str(path)!r} does not exist; build it with "
+                              "`workbench build-agent SOURCE`")
+        data = path.read_bytes()
+    if not data.startswith(b"\0asm"):
+        import wasmtime
+
+        try:
+            data = bytes(wasmtime.wat2wasm(data.decode("utf-8")))
+        except (UnicodeDecodeError, wasmtime.WasmtimeError) as exc:
+            raise InvalidModule(str(agent)[:80], f"not a wasm binary nor valid WAT: {exc}") \
+                from exc
+    return data
+
+
+def make_executor(name: str, agent: Any, *, limits: Limits, capabilities: tuple[str, ...],
+                  workers: int | None) -> Executor:
+    """An executor for ``agent`` (see the module docstring). Raises ConfigError/InvalidModule."""
+    if is_wasm_source(agent):
+        module = wasm_bytes(agent)
+        if workers == 0:
+            from workbench._wasm._local import LocalWasmExecutor
+
+            return LocalWasmExecutor(module, name=name, limits=limits,
+                                     capabilities=capabilities)
+        return shared_pool(workers).executor(module, name=name, limits=limits,
+                                             capabilities=capabilities)
+    if isinstance(agent, Executor):
+        return agent
+    if callable(agent):
+        return PythonAgent(agent, name=name)
+    raise ConfigError(f"agent {name!r}: expected a step function, a .wasm/.wat path, wasm "
+                      f"bytes or an Executor, got {type(agent).__name__}")
+
+
+def shared_pool(workers: int | None = None) -> Any:
+    """The process-wide worker pool, started on first use and closed at exit."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool.closed:
+            from workbench._wasm._pool import WorkerPool
+
+            _pool = WorkerPool(size=workers)
+            atexit.register(_pool.close)
+        return _pool

@@ -1,0 +1,269 @@
+"""The one host-call dispatcher, and the inference barrier.
+
+A :class:`StepHost` exists for one step. Each running agent gets an :class:`AgentHost` (the
+:class:`~workbench._types.HostCalls` its executor sees). ``random``/``now`` are pure functions
+of (seed, agent, step, call index). ``infer`` parks the calling thread; when every agent of the
+step has either finished or is parked in ``infer``, the last one to arrive runs all pending
+requests through the engine as one batch, in agent order, chunked by ``max_batch``, and wakes
+the others. Batch composition therefore depends on agent logic only, never on timing.
+
+Every call is recorded (``AgentHost.calls``) for the journal. In replay, ``infer`` results come
+from the journal instead of an engine.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from workbench._derive import derive_u64, logical_now
+from workbench._events import EventBus
+from workbench._types import JSON, InferenceBackend, InferRequest, InferResult, Limits
+from workbench.errors import CapabilityError, WorkbenchError
+
+MAX_LOG_CHARS = 16_384
+"""Longest log line kept; longer text is cut and marked."""
+MAX_CALLS_PER_STEP = 10_000
+"""Host calls one agent may make in one step; the next one raises."""
+
+InferSource = Callable[[str, int], dict[str, JSON]]
+"""Replay: (agent, call index within the step) -> the journaled infer result."""
+
+
+class EngineFailure(WorkbenchError, RuntimeError):
+    """The engine raised while serving a batch; the step is abandoned, not committed."""
+
+
+@dataclass
+class AgentCounters:
+    """Per-agent counters that live across steps (part of the run's state)."""
+
+    infer_index: int = 0
+    tokens_used: int = 0
+
+
+class StepHost:
+    """Host calls and the inference barrier for one step."""
+
+    def __init__(self, *, seed: int, step: int, agents: Sequence[str],
+                 engine: InferenceBackend | None, max_batch: int,
+                 capabilities: Mapping[str, tuple[str, ...]], limits: Mapping[str, Limits],
+                 counters: Mapping[str, AgentCounters], events: EventBus,
+                 infer_source: InferSource | None = None) -> None:
+        self.seed = seed
+        self.step = step
+        self._order = {name: i for i, name in enumerate(agents)}
+        self._engine = engine
+        self._max_batch = max(1, max_batch)
+        self._caps = capabilities
+        self._limits = limits
+        self._counters = counters
+        self._events = events
+        self._infer_source = infer_source
+        self._cond = threading.Condition()
+        self._running = set(agents)
+        self._pending: dict[str, InferRequest] = {}
+        self._results: dict[str, InferResult | BaseException] = {}
+        self._batching = False
+        self.engine_error: BaseException | None = None
+        self.hosts = {name: AgentHost(self, name) for name in agents}
+
+    def finished(self, agent: str) -> None:
+        """The agent's step returned (or faulted): it no longer holds the barrier."""
+        with self._cond:
+            self._running.discard(agent)
+            leader = self._should_release()
+        if leader:
+            self._run_batches()
+
+    def _should_release(self) -> bool:
+        if self._batching or not self._pending:
+            return False
+        if len(self._pending) < len(self._running):
+            return False
+        self._batching = True
+        return True
+
+    def _wait_for(self, agent: str, request: InferRequest) -> InferResult:
+        with self._cond:
+            self._pending[agent] = request
+            self._events.emit("infer_queued", self.step, agent, {"index": request.index})
+            leader = self._should_release()
+        if leader:
+            self._run_batches()
+        with self._cond:
+            while agent not in self._results:
+                self._cond.wait()
+            outcome = self._results.pop(agent)
+        if isinstance(outcome, BaseException):
+            raise EngineFailure(f"the engine failed while serving step {self.step}: "
+                                f"{outcome}") from outcome
+        return outcome
+
+    def _run_batches(self) -> None:
+        with self._cond:
+            batch = sorted(self._pending.values(), key=lambda r: self._order[r.agent])
+            self._pending.clear()
+        results: dict[str, InferResult | BaseException] = {}
+        for start in range(0, len(batch), self._max_batch):
+            chunk = batch[start:start + self._max_batch]
+            results.update(self._serve(chunk))
+        with self._cond:
+            self._results.update(results)
+            self._batching = False
+            self._cond.notify_all()
+
+    def _serve(self, chunk: list[InferRequest]) -> dict[str, InferResult | BaseException]:
+        agents = [r.agent for r in chunk]
+        self._events.emit("infer_batch", self.step, None, {"agents": agents, "phase": "start"})
+        if self._engine is None:
+            error = EngineFailure("this run has no model: pass Run(model=...) to use infer")
+            return dict.fromkeys(agents, error)
+        try:
+            out = self._engine.infer_batch(chunk, on_token=self._on_token)
+            if len(out) != len(chunk):
+                raise EngineFailure(f"engine returned {len(out)} results for {len(chunk)}")
+        except BaseException as exc:
+            self.engine_error = exc
+            return dict.fromkeys(agents, exc)
+        self._events.emit("infer_batch", self.step, None,
+                          {"agents": agents, "phase": "end",
+                           "tokens": [len(r.tokens) for r in out]})
+        return dict(zip(agents, out, strict=True))
+
+    def _on_token(self, agent: str, index: int, token: int, piece: str) -> None:
+        self._events.emit("token", self.step, agent,
+                          {"index": index, "token": token, "text": piece})
+
+    # -- used by AgentHost ----------------------------------------------------------------
+
+    def serve_infer(self, agent: str, call_index: int, request: InferRequest) -> InferResult:
+        if self._infer_source is not None:
+            # Replay serves recorded results directly: no barrier, no engine.
+            return _result_from_json(self._infer_source(agent, call_index))
+        return self._wait_for(agent, request)
+
+
+class AgentHost:
+    """The host calls of one agent in one step (implements ``HostCalls``)."""
+
+    def __init__(self, step_host: StepHost, agent: str) -> None:
+        self._sh = step_host
+        self.agent = agent
+        self.calls: list[dict[str, JSON]] = []
+        self._cursor = 0
+        self._lock = threading.Lock()
+
+    def _granted(self, name: str) -> None:
+        granted = self._sh._caps.get(self.agent, ())
+        if name not in granted:
+            raise CapabilityError(f"agent {self.agent!r}", name, tuple(granted))
+
+    def _memo(self, fn: str, req: JSON) -> tuple[int, dict[str, JSON] | None]:
+        """Index of this call; the recorded call if a restarted step already made it."""
+        with self._lock:
+            i = self._cursor
+            if i >= MAX_CALLS_PER_STEP:
+                raise RuntimeError(f"agent {self.agent!r} made over {MAX_CALLS_PER_STEP} "
+                                   "host calls in one step")
+            self._cursor += 1
+            if i < len(self.calls):
+                done = self.calls[i]
+                if done["fn"] == fn and done.get("req") == req:
+                    return i, done
+                del self.calls[i:]  # the re-run diverged: forget the rest
+            return i, None
+
+    def _record(self, call: dict[str, JSON]) -> None:
+        with self._lock:
+            self.calls.append(call)
+
+    def restart(self) -> None:
+        with self._lock:
+            self._cursor = 0
+
+    def random(self) -> int:
+        self._granted("random")
+        i, done = self._memo("random", None)
+        if done is not None:
+            return int(done["res"])
+        value = derive_u64(self._sh.seed, "random", self.agent, self._sh.step, i)
+        self._record({"i": i, "fn": "random", "req": None, "res": value})
+        return value
+
+    def now(self) -> int:
+        self._granted("now")
+        i, done = self._memo("now", None)
+        if done is not None:
+            return int(done["res"])
+        value = logical_now(self._sh.step, i)
+        self._record({"i": i, "fn": "now", "req": None, "res": value})
+        return value
+
+    def log(self, text: str) -> None:
+        self._granted("log")
+        text = str(text)
+        if len(text) > MAX_LOG_CHARS:
+            text = text[:MAX_LOG_CHARS] + f"... [{len(text) - MAX_LOG_CHARS} chars cut]"
+        i, done = self._memo("log", text)
+        if done is not None:
+            return
+        self._record({"i": i, "fn": "log", "req": text, "res": None})
+        self._sh._events.emit("log", self._sh.step, self.agent, {"text": text})
+
+    def infer(self, request: Mapping[str, JSON]) -> dict[str, JSON]:
+        """Generate text. Raises ValueError for a malformed request (journaled as such),
+        CapabilityError if not granted, EngineFailure if the engine itself failed."""
+        self._granted("infer")
+        req = dict(request) if isinstance(request, Mapping) else request
+        i, done = self._memo("infer", req)
+        if done is not None:
+            return _replayed(done)
+        counters = self._sh._counters[self.agent]
+        limits = self._sh._limits[self.agent]
+        try:
+            parsed = InferRequest.from_json(
+                self.agent, counters.infer_index,
+                derive_u64(self._sh.seed, "sample", self.agent, counters.infer_index), req)
+        except ValueError as exc:
+            self._record({"i": i, "fn": "infer", "req": req, "res": {"error": str(exc)}})
+            raise
+        budget = min(limits.max_tokens_per_step - self._tokens_this_step(),
+                     limits.max_tokens_per_run - counters.tokens_used)
+        if budget <= 0:
+            res: dict[str, JSON] = {"error": "token limit reached", "text": "", "tokens": [],
+                                    "finish_reason": "length"}
+            self._record({"i": i, "fn": "infer", "req": req, "res": res})
+            return dict(res)
+        if parsed.max_tokens > budget:
+            parsed = replace(parsed, max_tokens=budget)
+        counters.infer_index += 1
+        result = self._sh.serve_infer(self.agent, i, parsed)
+        counters.tokens_used += len(result.tokens)
+        res = result.to_json()
+        self._record({"i": i, "fn": "infer", "req": req, "res": res})
+        return dict(res)
+
+    def _tokens_this_step(self) -> int:
+        used = 0
+        for call in self.calls:
+            res = call.get("res")
+            if call["fn"] == "infer" and isinstance(res, dict):
+                used += len(res.get("tokens", ()))
+        return used
+
+
+def _replayed(done: Mapping[str, JSON]) -> dict[str, JSON]:
+    res = done["res"]
+    if isinstance(res, dict) and "error" in res and "finish_reason" not in res:
+        raise ValueError(str(res["error"]))
+    return dict(res)
+
+
+def _result_from_json(raw: Mapping[str, JSON]) -> InferResult:
+    return InferResult(
+        text=str(raw.get("text", "")), tokens=tuple(int(t) for t in raw.get("tokens", ())),
+        finish_reason=raw.get("finish_reason", "stop"), provider=str(raw.get("provider", "")),
+        prompt_tokens=int(raw.get("prompt_tokens", 0)), error=raw.get("error"),
+    )

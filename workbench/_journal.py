@@ -1,0 +1,219 @@
+"""The run journal: an append-only file of checksummed, length-prefixed JSON records.
+
+Layout: the magic ``WBJOURNAL1\\n``, then frames::
+
+    length: u32 LE | crc32(length bytes): u32 LE | crc32(payload): u32 LE | payload
+
+The payload is canonical JSON of a dict whose ``"k"`` names the record kind. The header
+checksum means a damaged length is detected as damage, not mistaken for a torn tail.
+
+Reading distinguishes two failures:
+
+- a **torn tail**, a last frame cut short by a crash (its header is intact or itself cut
+  short): dropped, and reported as ``Journal.torn_bytes``;
+- anything else (a checksum mismatch, a record that is not a JSON object, a bad magic):
+  :class:`~workbench.errors.JournalCorrupt` with the byte offset.
+
+Writers stage a step's records and write them with one ``write`` at commit, so a crash
+leaves at most a torn tail, and the run-level reader drops a step that has no commit record.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from workbench import _canonical
+from workbench._types import JSON
+from workbench.errors import JournalCorrupt, JournalError, RecordTooLarge, RunClosed
+
+MAGIC = b"WBJOURNAL1\n"
+_FRAME = struct.Struct("<III")
+DEFAULT_MAX_RECORD_BYTES = 16 * 1024 * 1024
+"""Largest payload a record may have. Larger records raise RecordTooLarge when staged."""
+
+Record = dict[str, JSON]
+
+
+@dataclass
+class Journal:
+    """The records of a journal file, as read."""
+
+    path: str
+    records: list[Record] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)  # byte offset of each record's frame
+    end: int = len(MAGIC)  # offset just past the last intact record
+    torn_bytes: int = 0  # bytes of a torn tail that were dropped
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[Record]:
+        return iter(self.records)
+
+    def __repr__(self) -> str:
+        torn = f", torn tail of {self.torn_bytes} bytes dropped" if self.torn_bytes else ""
+        return f"<Journal {self.path!r}: {len(self.records)} records, {self.end} bytes{torn}>"
+
+
+def encode_record(record: Mapping[str, JSON], max_record_bytes: int) -> bytes:
+    """One frame for ``record``. Raises RecordTooLarge, or ValueError for non-JSON values."""
+    payload = _canonical.dumps(dict(record))
+    if len(payload) > max_record_bytes:
+        raise RecordTooLarge(len(payload), max_record_bytes, f"a {record.get('k')!r} record")
+    length = struct.pack("<I", len(payload))
+    return _FRAME.pack(len(payload), zlib.crc32(length), zlib.crc32(payload)) + payload
+
+
+def read_journal(path: str | os.PathLike[str], *,
+                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Journal:
+    """Read every intact record. Drops a torn tail; raises JournalCorrupt for other damage
+    and JournalError if the file cannot be read."""
+    p = str(path)
+    try:
+        data = Path(p).read_bytes()
+    except OSError as exc:
+        raise JournalError(f"cannot read journal {p!r}: {exc.strerror or exc}") from exc
+    return parse_journal(data, p, max_record_bytes=max_record_bytes)
+
+
+def parse_journal(data: bytes, path: str = "<bytes>", *,
+                  max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Journal:
+    """Parse journal bytes; see :func:`read_journal`."""
+    journal = Journal(path)
+    if len(data) < len(MAGIC):
+        if MAGIC.startswith(data):
+            journal.end, journal.torn_bytes = 0, len(data)
+            return journal
+        raise JournalCorrupt(path, 0, "not a workbench journal (bad magic)")
+    if not data.startswith(MAGIC):
+        raise JournalCorrupt(path, 0, "not a workbench journal (bad magic)")
+    pos = len(MAGIC)
+    while pos < len(data):
+        record, size = _read_frame(data, pos, path, max_record_bytes)
+        if record is None:
+            journal.torn_bytes = len(data) - pos
+            break
+        journal.records.append(record)
+        journal.offsets.append(pos)
+        pos += size
+    journal.end = pos
+    return journal
+
+
+def _read_frame(data: bytes, pos: int, path: str,
+                max_record_bytes: int) -> tuple[Record | None, int]:
+    """(record, frame size), or (None, 0) for a torn tail."""
+    if len(data) - pos < _FRAME.size:
+        return None, 0
+    length, header_crc, payload_crc = _FRAME.unpack_from(data, pos)
+    if zlib.crc32(data[pos:pos + 4]) != header_crc:
+        raise JournalCorrupt(path, pos, "record header checksum mismatch")
+    if length > max_record_bytes:
+        raise JournalCorrupt(path, pos, f"record length {length} exceeds {max_record_bytes}")
+    start = pos + _FRAME.size
+    if start + length > len(data):
+        return None, 0
+    payload = data[start:start + length]
+    if zlib.crc32(payload) != payload_crc:
+        raise JournalCorrupt(path, pos, "record payload checksum mismatch")
+    try:
+        record = _canonical.loads(payload)
+    except ValueError as exc:
+        raise JournalCorrupt(path, pos, f"record is not JSON ({exc})") from exc
+    if not isinstance(record, dict) or not isinstance(record.get("k"), str):
+        raise JournalCorrupt(path, pos, "record is not an object with a 'k' kind")
+    return record, _FRAME.size + length
+
+
+class JournalWriter:
+    """Appends records to a journal file.
+
+    ``stage`` validates and encodes a record at once (so a too-large record fails before
+    anything of its step reaches the disk); ``flush`` writes every staged frame with a single
+    ``write`` call. ``sync=True`` also fsyncs each flush.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, append: bool = False,
+                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES, sync: bool = False) -> None:
+        self.path = str(path)
+        self.max_record_bytes = max_record_bytes
+        self._sync = sync
+        self._staged: list[bytes] = []
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        if append and os.path.exists(self.path):
+            end = read_journal(self.path, max_record_bytes=max_record_bytes).end
+            self._file = open(self.path, "r+b")  # noqa: SIM115 - closed by close()
+            self._file.truncate(max(end, 0))
+            self._file.seek(0, os.SEEK_END)
+            if end == 0:
+                self._file.write(MAGIC)
+        else:
+            self._file = open(self.path, "w+b")  # noqa: SIM115 - closed by close()
+            self._file.write(MAGIC)
+            self._file.flush()
+        self._closed = False
+
+    @property
+    def size(self) -> int:
+        """Bytes written so far (staged records not included)."""
+        return self._file.tell()
+
+    def stage(self, record: Mapping[str, JSON]) -> None:
+        """Encode ``record`` for the next flush. Raises RecordTooLarge / ValueError."""
+        self._check_open()
+        self._staged.append(encode_record(record, self.max_record_bytes))
+
+    def discard_staged(self) -> None:
+        """Forget records staged since the last flush (a step that will not commit)."""
+        self._staged.clear()
+
+    def flush(self) -> None:
+        """Write all staged records at once."""
+        self._check_open()
+        if self._staged:
+            self._file.write(b"".join(self._staged))
+            self._staged.clear()
+        self._file.flush()
+        if self._sync:
+            os.fsync(self._file.fileno())
+
+    def append(self, record: Mapping[str, JSON]) -> None:
+        """Stage and flush one record."""
+        self.stage(record)
+        self.flush()
+
+    def truncate(self, offset: int) -> None:
+        """Cut the file to ``offset`` bytes (a record boundary), dropping what follows."""
+        self._check_open()
+        self._staged.clear()
+        self._file.truncate(max(offset, len(MAGIC)))
+        self._file.seek(0, os.SEEK_END)
+
+    def close(self) -> None:
+        """Flush and close. Idempotent."""
+        if self._closed:
+            return
+        try:
+            self.flush()
+        finally:
+            self._closed = True
+            self._file.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RunClosed("journal")
+
+    def __enter__(self) -> JournalWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{self.size} bytes"
+        return f"<JournalWriter {self.path!r} {state}>"

@@ -1,0 +1,117 @@
+"""In-process executor for plain Python step functions (fast tests, users' own tests).
+
+Not a sandbox: the function runs in the kernel process with full access. Use WebAssembly
+agents for untrusted code.
+
+A step function looks like::
+
+    def agent(state, inbox, host):
+        host.log(f"{len(inbox)} messages")
+        return {"state": state, "outbox": [("b", {"hi": 1})], "status": "idle"}
+
+``inbox`` is a list of ``{"from", "seq", "step", "payload"}`` dicts; the result is a dict
+with ``state`` (required), ``outbox`` (list of ``(to, payload)`` or ``{"to", "payload"}``)
+and ``status`` (``"ready"``, ``"idle"`` or ``"done"``), or a ``(state, outbox, status)`` tuple.
+An exception becomes a journaled ``fault`` at that step.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import inspect
+import traceback
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from workbench._types import (
+    JSON,
+    AgentIdentity,
+    Fault,
+    HostCalls,
+    Outgoing,
+    StepRequest,
+    StepResult,
+)
+
+StepFunction = Callable[[Any, list[dict[str, JSON]], HostCalls], Any]
+
+
+class PythonAgent:
+    """Runs ``fn(state, inbox, host)`` in the calling thread."""
+
+    def __init__(self, fn: StepFunction, *, name: str | None = None) -> None:
+        if not callable(fn):
+            raise TypeError(f"a Python agent must be callable, got {type(fn).__name__}")
+        self.fn = fn
+        self.name = name or getattr(fn, "__qualname__", type(fn).__name__)
+        self._hash = _code_hash(fn)
+
+    def identity(self) -> AgentIdentity:
+        return AgentIdentity(kind="python", hash=self._hash, config={"function": self.name})
+
+    def step(self, request: StepRequest, host: HostCalls) -> StepResult:
+        inbox = [m.to_json() for m in request.inbox]
+        for m in inbox:
+            del m["to"]
+        try:  # copies: an agent that mutates its arguments must not touch host-held data
+            out = self.fn(copy.deepcopy(request.state), copy.deepcopy(inbox), host)
+        except Exception as exc:
+            return StepResult(state=request.state, fault=Fault(
+                "fault", f"{type(exc).__name__}: {exc}", {"where": _where(exc)}))
+        return parse_step_output(out)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def __repr__(self) -> str:
+        return f"<PythonAgent {self.name} {self._hash[:12]}>"
+
+
+def parse_step_output(out: Any) -> StepResult:
+    """Turn a step function's return value into a StepResult (a fault if malformed)."""
+    if isinstance(out, tuple) and len(out) == 3:
+        out = {"state": out[0], "outbox": out[1], "status": out[2]}
+    if not isinstance(out, Mapping) or "state" not in out:
+        return _malformed(f"a step must return a dict with 'state', got {type(out).__name__}")
+    status = out.get("status", "ready")
+    if status not in ("ready", "idle", "done"):
+        return _malformed(f"status must be 'ready', 'idle' or 'done', got {status!r}")
+    outbox = out.get("outbox", [])
+    if not isinstance(outbox, list | tuple):
+        return _malformed("outbox must be a list")
+    messages = []
+    for item in outbox:
+        if isinstance(item, Mapping) and "to" in item:
+            to, payload = item["to"], item.get("payload")
+        elif isinstance(item, tuple | list) and len(item) == 2:
+            to, payload = item
+        else:
+            return _malformed("each outbox entry must be (to, payload) or {'to', 'payload'}")
+        if not isinstance(to, str):
+            return _malformed("a message's 'to' must be an agent name")
+        messages.append(Outgoing(to, payload))
+    return StepResult(state=out["state"], outbox=tuple(messages), status=status)
+
+
+def _malformed(detail: str) -> StepResult:
+    return StepResult(state=None, fault=Fault("malformed_output", detail))
+
+
+def _where(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return ""
+    last = frames[-1]
+    return f"{last.name} line {last.lineno}"
+
+
+def _code_hash(fn: Any) -> str:
+    """Hash of the function's source (or bytecode and constants when source is missing)."""
+    target = fn if inspect.isfunction(fn) or inspect.ismethod(fn) else type(fn)
+    try:
+        text = inspect.getsource(target).encode()
+    except (OSError, TypeError):
+        code = getattr(target, "__code__", None)
+        text = repr((code.co_code, code.co_consts)).encode() if code else repr(target).encode()
+    return hashlib.sha256(text).hexdigest()

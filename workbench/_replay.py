@@ -1,0 +1,180 @@
+"""Replay: re-execute a journaled run and fail at the first divergence.
+
+Agents run again against the journal's inputs; ``infer`` results come from the journal (no
+model needed); every record the re-execution produces is compared with the journaled one.
+The first difference raises :class:`~workbench.errors.NondeterminismError` naming the step,
+the agent and the field.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from workbench._agents import make_executor
+from workbench._events import EventBus
+from workbench._hostcalls import InferSource
+from workbench._journal import Record, read_journal
+from workbench._policy import policy_from_json
+from workbench._scheduler import AgentSlot, Scheduler
+from workbench._state import RunState, apply
+from workbench._types import JSON, Limits
+from workbench.errors import ConfigError, JournalCorrupt, NondeterminismError
+
+_FIELD_ORDER = ("k", "t", "a", "run", "cursor", "inbox", "i", "fn", "req", "res", "fault",
+                "status", "state", "out", "ctr")
+
+
+@dataclass
+class ReplayReport:
+    """A replay that matched the journal."""
+
+    path: str
+    steps: int
+    records: int
+    changed_agents: list[str] = field(default_factory=list)  # code hash differs, output same
+
+    def __repr__(self) -> str:
+        changed = f", code changed but same output: {self.changed_agents}" \
+            if self.changed_agents else ""
+        return f"<ReplayReport {self.path!r}: {self.steps} steps verified{changed}>"
+
+
+class _Verifier:
+    """A Sink that compares each staged record with the journal's next record."""
+
+    def __init__(self, records: list[Record], start: int) -> None:
+        self.records = records
+        self.pos = start
+
+    def stage(self, record: Mapping[str, JSON]) -> None:
+        got = dict(record)
+        if self.pos >= len(self.records):
+            raise NondeterminismError(int(got.get("t", -1)), got.get("a"), "record",
+                                      "end of journal", got)
+        expected = self.records[self.pos]
+        if expected != got:
+            name = _first_difference(expected, got)
+            raise NondeterminismError(int(expected.get("t", got.get("t", -1))),
+                                      expected.get("a", got.get("a")), name,
+                                      expected.get(name), got.get(name))
+        self.pos += 1
+
+    def flush(self) -> None:
+        """Nothing is written in replay."""
+
+    def discard_staged(self) -> None:
+        """Nothing is written in replay."""
+
+
+def replay(path: str | os.PathLike[str], *, agents: Mapping[str, Any] | None = None,
+           workers: int | None = 0) -> ReplayReport:
+    """Re-execute the journal at ``path``; raise NondeterminismError at the first divergence.
+
+    WebAssembly agents are loaded from the ``modules/`` folder beside the journal; Python
+    agents must be passed in ``agents`` (name -> step function), which also lets you try
+    changed code against a recorded run. Raises JournalCorrupt for a damaged journal and
+    ConfigError when an agent's code cannot be found.
+    """
+    journal = read_journal(path)
+    records = _committed(journal.records)
+    if not records or records[0]["k"] != "run":
+        raise JournalCorrupt(str(path), 0, "the first record is not a run header")
+    header = records[0]
+    slots, changed = _slots(header, Path(path).parent, dict(agents or {}), workers)
+    order = [s.name for s in slots]
+    state = RunState.initial(order, {s.name: s.initial_state for s in slots})
+    calls = _index_calls(records)
+    verifier = _Verifier(records, 1)
+    sched = Scheduler(
+        seed=header["seed"], policy=policy_from_json(header["policy"]), slots=slots,
+        channels={(a, b) for a, b in header["channels"]}, state=state, sink=verifier,
+        events=EventBus(), engine=None, max_batch=header["max_batch"],
+        concurrency=header["concurrency"], infer_source=lambda t: _source(calls, t))
+    steps = 0
+    try:
+        while verifier.pos < len(records):
+            record = records[verifier.pos]
+            if record["k"] in ("send", "snapshot", "warn"):
+                apply(state, record, sched.max_messages)
+                verifier.pos += 1
+                continue
+            report = sched.step()
+            if report is None:
+                raise NondeterminismError(record.get("t", -1), None, "run",
+                                          record.get("run"), [])
+            steps += 1
+    finally:
+        sched.close()
+        for s in slots:
+            s.executor.close()
+    return ReplayReport(str(path), steps, len(records), changed)
+
+
+def _committed(records: list[Record]) -> list[Record]:
+    """Drop a step that has no commit record (a crash mid-step)."""
+    last = len(records)
+    for i in range(len(records) - 1, -1, -1):
+        if records[i]["k"] == "commit" or records[i]["k"] == "run":
+            break
+        if records[i]["k"] == "step":
+            last = i
+    return records[:last]
+
+
+def _slots(header: Record, folder: Path, given: dict[str, Any],
+           workers: int | None) -> tuple[list[AgentSlot], list[str]]:
+    slots, changed = [], []
+    for spec in header["agents"]:
+        name, ident = spec["name"], spec["id"]
+        limits = Limits(**spec["limits"])
+        code = given.pop(name, None)
+        if code is None:
+            code = _module_for(name, ident, folder)
+        executor = make_executor(name, code, limits=limits, capabilities=tuple(spec["caps"]),
+                                 workers=workers)
+        if executor.identity().hash != ident["hash"]:
+            changed.append(name)
+        slots.append(AgentSlot(name, executor, spec["state"], tuple(spec["caps"]), limits,
+                               spec["on_fault"]))
+    if given:
+        raise ConfigError(f"replay(agents=...) names agents not in the journal: {sorted(given)}")
+    return slots, changed
+
+
+def _module_for(name: str, ident: Mapping[str, Any], folder: Path) -> Path:
+    if ident["kind"] == "wasm":
+        module = folder / "modules" / f"{ident['hash']}.wasm"
+        if module.is_file():
+            return module
+        raise ConfigError(f"agent {name!r}: module {module.name} is missing beside the "
+                          "journal; pass replay(path, agents={name: 'agent.wasm'})")
+    raise ConfigError(f"agent {name!r} is a {ident['kind']} agent whose code is not stored in "
+                      f"the journal; pass replay(path, agents={{{name!r}: step_function}})")
+
+
+def _index_calls(records: list[Record]) -> dict[tuple[int, str, int], Record]:
+    return {(r["t"], r["a"], r["i"]): r for r in records if r["k"] == "call"}
+
+
+def _source(calls: dict[tuple[int, str, int], Record], t: int) -> InferSource:
+    def serve(agent: str, i: int) -> dict[str, JSON]:
+        record = calls.get((t, agent, i))
+        if record is None or record["fn"] != "infer":
+            raise NondeterminismError(t, agent, "calls", "no infer call here" if record is None
+                                      else record["fn"], "infer")
+        res = record["res"]
+        return dict(res) if isinstance(res, dict) else {}
+
+    return serve
+
+
+def _first_difference(expected: Mapping[str, Any], got: Mapping[str, Any]) -> str:
+    keys = list(_FIELD_ORDER) + sorted((set(expected) | set(got)) - set(_FIELD_ORDER))
+    for key in keys:
+        if expected.get(key) != got.get(key):
+            return key
+    return "record"

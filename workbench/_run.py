@@ -1,0 +1,523 @@
+"""The Run: a team of agents, its channels, its journal, and how it is driven.
+
+``run.step()`` / ``run.run(...)`` block; ``run.start(...)`` drives the same steps from a
+background thread so a notebook stays free for widgets, with ``pause()``/``resume()``/
+``wait()`` taking effect at step boundaries. Either way the journal is the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from workbench import _canonical
+from workbench._agents import is_wasm_source, make_executor, parse_bytes, wasm_bytes
+from workbench._events import Event, EventBus, Subscription
+from workbench._journal import Journal, JournalWriter, read_journal
+from workbench._policy import Policy, make_policy
+from workbench._scheduler import AgentSlot, Scheduler, StepReport
+from workbench._state import USER, RunState, apply
+from workbench._types import HOST_CALLS, JSON, FaultPolicy, InferenceBackend, Limits, Message
+from workbench.errors import ConfigError, RunBusy, RunClosed
+
+DEFAULT_MAX_STEPS = 10_000
+"""``run.run()`` without ``steps=`` stops after this many steps at the latest."""
+
+
+@dataclass
+class RunSummary:
+    """What ``run.run()`` did."""
+
+    steps: int  # steps run by this call
+    reason: str  # "quiescent" (no agent can run), "steps", "until", "paused"
+    next_step: int
+
+    def __repr__(self) -> str:
+        return f"<RunSummary {self.steps} steps, stopped: {self.reason}>"
+
+
+class JournalHandle:
+    """The run's journal file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def read(self) -> Journal:
+        return read_journal(self.path)
+
+    def __repr__(self) -> str:
+        return f"<JournalHandle {self.path!r}>"
+
+
+class Run:
+    """A deterministic multi-agent run.
+
+    ``seed`` keys every random value agents draw; ``policy`` is ``"round_robin"``,
+    ``"parallel"`` or a :class:`~workbench.DAG`; ``model`` names the model for ``infer``
+    (a name such as ``"smollm2-135m-instruct"``, a folder, or an engine object); ``journal``
+    is the journal file (default: a new folder under ``./runs``); ``workers`` sizes the
+    WebAssembly worker pool (``0`` runs modules in-process). ``concurrency`` bounds the agents
+    running at once, ``max_batch`` the inference batch; both are journaled.
+    """
+
+    def __init__(self, seed: int = 0, policy: str | Policy = "round_robin", *,
+                 model: str | Path | InferenceBackend | None = None,
+                 journal: str | os.PathLike[str] | None = None,
+                 workers: int | None = None, max_batch: int = 8, concurrency: int = 64,
+                 engine_options: Mapping[str, Any] | None = None,
+                 _parent: Mapping[str, JSON] | None = None) -> None:
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise ConfigError(f"seed must be an int, got {seed!r}")
+        self.seed = seed
+        self.policy = make_policy(policy)
+        self._model = model
+        self._engine_options = dict(engine_options or {})
+        self._engine: InferenceBackend | None = None
+        self._workers = workers
+        self.max_batch = max_batch
+        self.concurrency = concurrency
+        self._slots: list[AgentSlot] = []
+        self._channels: set[tuple[str, str]] = set()
+        self._parent = _parent
+        self._journal_path = str(journal) if journal is not None else _new_run_path(seed)
+        self._writer: JournalWriter | None = None
+        self._scheduler: Scheduler | None = None
+        self.events = EventBus()
+        self._lock = threading.RLock()
+        self._bg: _Background | None = None
+        self._closed = False
+        self._wrap: Callable[[Any], Any] | None = None  # testing hook (timing jitter)
+
+    # -- building the team ---------------------------------------------------------------
+
+    def add_agent(self, name: str, agent: Any, *, state: JSON = None,
+                  capabilities: Sequence[str] | None = None, limits: Limits | None = None,
+                  fuel: int | None = None, memory: int | str | None = None,
+                  on_fault: FaultPolicy = "continue") -> None:
+        """Add an agent: a step function, a ``.wasm``/``.wat`` path, wasm bytes or an Executor.
+
+        ``capabilities`` defaults to every host call; ``fuel``/``memory`` override
+        ``limits`` for WebAssembly agents. Raises ConfigError (bad name, duplicate, run
+        already started) and InvalidModule/CapabilityError (bad module).
+        """
+        self._check_mutable("add an agent")
+        if not isinstance(name, str) or not name or name.startswith("@") or len(name) > 128:
+            raise ConfigError(f"agent names are 1-128 characters, not starting with '@': "
+                              f"{name!r}")
+        if any(s.name == name for s in self._slots):
+            raise ConfigError(f"an agent named {name!r} already exists")
+        caps = tuple(HOST_CALLS if capabilities is None else capabilities)
+        unknown = sorted(set(caps) - set(HOST_CALLS))
+        if unknown:
+            raise ConfigError(f"unknown capabilities {unknown}; choose from {list(HOST_CALLS)}")
+        lim = limits or Limits()
+        if fuel is not None or memory is not None:
+            from dataclasses import replace
+
+            lim = replace(lim, fuel=lim.fuel if fuel is None else fuel,
+                          memory_bytes=lim.memory_bytes if memory is None else parse_bytes(memory))
+        if on_fault not in ("fail", "continue", "restart"):
+            raise ConfigError("on_fault must be 'fail', 'continue' or 'restart'")
+        executor = make_executor(name, agent, limits=lim, capabilities=caps,
+                                 workers=self._workers)
+        if is_wasm_source(agent):
+            self._keep_module(wasm_bytes(agent))
+        self._slots.append(AgentSlot(name, executor, _canonical.check_json(state), caps, lim,
+                                     on_fault))
+
+    def connect(self, sender: str, receiver: str, *, both: bool = False) -> None:
+        """Open a channel so ``sender`` may message ``receiver`` (and back if ``both``)."""
+        self._check_mutable("connect agents")
+        names = {s.name for s in self._slots}
+        for n in (sender, receiver):
+            if n not in names:
+                raise ConfigError(f"no agent named {n!r}; add it with run.add_agent first")
+        self._channels.add((sender, receiver))
+        if both:
+            self._channels.add((receiver, sender))
+
+    # -- driving -------------------------------------------------------------------------
+
+    def send(self, to: str, payload: JSON) -> None:
+        """Queue a message from the user; delivered at the next step."""
+        self._check_idle("send")
+        sched = self._ensure_started()
+        if to not in sched.slots:
+            raise ConfigError(f"no agent named {to!r}")
+        state = sched.state
+        msg = Message(USER, state.user_seq, state.step - 1, to, _canonical.check_json(payload))
+        record = {"k": "send", "msg": msg.to_json()}
+        self._writer_checked().append(record)
+        apply(state, record, sched.max_messages)
+
+    def step(self) -> StepReport | None:
+        """Run one step; None if no agent could run. See Scheduler.step for errors."""
+        self._check_idle("step")
+        return self._step()
+
+    def run(self, steps: int | None = None, *,
+            until: Callable[[Run], bool] | None = None) -> RunSummary:
+        """Step until no agent can run, ``steps`` steps ran, or ``until(run)`` is true
+        (checked after each step). Without ``steps``, stops after DEFAULT_MAX_STEPS."""
+        self._check_idle("run")
+        return self._drive(steps, until, None)
+
+    def until(self, predicate: Callable[[Run], bool], *, max_steps: int = DEFAULT_MAX_STEPS,
+              ) -> RunSummary:
+        """Step until ``predicate(run)`` is true (or no agent can run, or ``max_steps``)."""
+        return self.run(max_steps, until=predicate)
+
+    def start(self, steps: int | None = None, *,
+              until: Callable[[Run], bool] | None = None) -> None:
+        """Drive the run from a background thread; returns at once."""
+        self._check_idle("start")
+        self._ensure_started()
+        self._bg = _Background(self, steps, until)
+
+    def pause(self, timeout: float | None = 30.0) -> None:
+        """Stop the background driver at the next step boundary and wait for it."""
+        if self._bg is not None:
+            self._bg.pause(timeout)
+
+    def resume(self) -> None:
+        """Continue a paused background driver."""
+        if self._bg is not None:
+            self._bg.resume()
+
+    def wait(self, timeout: float | None = None) -> RunSummary | None:
+        """Wait for the background driver to finish; re-raises its error."""
+        if self._bg is None:
+            return None
+        summary = self._bg.wait(timeout)
+        if summary is not None:
+            self._bg = None
+        return summary
+
+    @property
+    def running(self) -> bool:
+        """True while a background driver is stepping (not paused)."""
+        return self._bg is not None and self._bg.active
+
+    # -- time travel -----------------------------------------------------------------------
+
+    def rewind(self, step: int) -> None:
+        """Restore the run to the end of ``step`` (-1: before the first step), cutting the
+        journal there. Messages sent after that step are gone too."""
+        self._check_idle("rewind")
+        sched = self._ensure_started()
+        journal = read_journal(self._journal_path)
+        offset, state = self._state_at(journal, step)
+        self._writer_checked().truncate(offset)
+        sched.state.__dict__.update(state.__dict__)
+        self.events.emit("rewound", step, None, {})
+
+    def fork(self, *, at: int | None = None, journal: str | os.PathLike[str] | None = None,
+             agents: Mapping[str, Any] | None = None) -> Run:
+        """A new run that continues from the end of step ``at`` (default: now) into a new
+        journal recording its parent. ``agents`` replaces some agents' code."""
+        self._check_idle("fork")
+        sched = self._ensure_started()
+        parent = read_journal(self._journal_path)
+        at = sched.state.step - 1 if at is None else at
+        offset, state = self._state_at(parent, at)
+        data = Path(self._journal_path).read_bytes()[:offset]
+        link = {"journal": self._journal_path, "step": at,
+                "sha256": hashlib.sha256(data).hexdigest()}
+        child = Run(self.seed, self.policy, model=self._engine or self._model,
+                    journal=journal, workers=self._workers, max_batch=self.max_batch,
+                    concurrency=self.concurrency, engine_options=self._engine_options,
+                    _parent=link)
+        replace = dict(agents or {})
+        for slot in self._slots:
+            code = replace.pop(slot.name, None)
+            executor = slot.executor if code is None else code
+            child.add_agent(slot.name, executor, state=slot.initial_state,
+                            capabilities=slot.capabilities, limits=slot.limits,
+                            on_fault=slot.on_fault)
+        if replace:
+            raise ConfigError(f"fork(agents=...) names unknown agents {sorted(replace)}")
+        child._channels = set(self._channels)
+        child._ensure_started(snapshot=state)
+        return child
+
+    def _state_at(self, journal: Journal, step: int) -> tuple[int, RunState]:
+        """(byte offset just past step's commit, the state then)."""
+        sched = self._ensure_started()
+        if step < -1 or step >= sched.state.step:
+            raise ConfigError(f"step {step} is not in this run (steps 0..{sched.state.step - 1}"
+                              " have run; -1 means before the first)")
+        state = RunState.initial(sched.order, {s.name: s.initial_state for s in self._slots})
+        offset = journal.offsets[1] if len(journal.offsets) > 1 else journal.end
+        for i, record in enumerate(journal.records):
+            if record["k"] == "run":
+                continue
+            if record["k"] == "snapshot":
+                apply(state, record, sched.max_messages)
+                offset = _next_offset(journal, i)
+                continue
+            if step == -1 or (record["k"] == "step" and record["t"] > step):
+                break
+            apply(state, record, sched.max_messages)
+            if record["k"] == "commit" and record["t"] == step:
+                offset = _next_offset(journal, i)
+                break
+        return offset, state
+
+    # -- observing -----------------------------------------------------------------------
+
+    def subscribe(self, callback: Callable[[Event], None], *,
+                  kinds: tuple[str, ...] | None = None, maxsize: int = 10_000) -> Subscription:
+        """Receive events from a delivery thread (see workbench._events)."""
+        return self.events.subscribe(callback, kinds=kinds, maxsize=maxsize)
+
+    @property
+    def journal(self) -> JournalHandle:
+        return JournalHandle(self._journal_path)
+
+    @property
+    def engine(self) -> InferenceBackend:
+        """The inference engine (loaded on first use). Raises ConfigError without a model."""
+        if self._engine is None:
+            if self._model is None:
+                raise ConfigError("this run has no model; pass Run(model='smollm2-135m-instruct')")
+            if isinstance(self._model, str | Path):
+                from workbench._engine._engine import Engine
+
+                self._engine = Engine(self._model, **self._engine_options)
+            else:
+                self._engine = self._model
+        return self._engine
+
+    @property
+    def step_index(self) -> int:
+        """The next step to run (the number of steps run so far)."""
+        return self._scheduler.state.step if self._scheduler else 0
+
+    @property
+    def agents(self) -> list[str]:
+        return [s.name for s in self._slots]
+
+    def state_of(self, agent: str) -> JSON:
+        """The agent's host-held state now."""
+        if self._scheduler is None:
+            return next(s.initial_state for s in self._slots if s.name == agent)
+        return self._scheduler.state.agents[agent].state
+
+    def status_of(self, agent: str) -> str:
+        """``ready``, ``idle``, ``done`` or ``faulted``."""
+        if self._scheduler is None:
+            return "ready"
+        return self._scheduler.state.agents[agent].status
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop a background driver, flush the journal, release threads. Idempotent."""
+        if self._closed:
+            return
+        if self._bg is not None:
+            self._bg.stop()
+        self._closed = True
+        if self._scheduler is not None:
+            self._scheduler.close()
+        if self._writer is not None:
+            self._writer.close()
+        self.events.close()
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        step = self.step_index
+        state = "closed" if self._closed else ("running" if self.running else f"at step {step}")
+        return (f"<Run seed={self.seed} policy={self.policy.name} agents={self.agents} "
+                f"{state} journal={self._journal_path!r}>")
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _check_mutable(self, action: str) -> None:
+        if self._closed:
+            raise RunClosed()
+        if self._scheduler is not None:
+            raise ConfigError(f"cannot {action} after the run started; use "
+                              "run.fork(agents={...}) to change the team")
+
+    def _check_idle(self, action: str) -> None:
+        if self._closed:
+            raise RunClosed()
+        if self._bg is not None:
+            raise RunBusy(action)
+
+    def _writer_checked(self) -> JournalWriter:
+        assert self._writer is not None
+        return self._writer
+
+    def _keep_module(self, module: bytes) -> None:
+        """Store the module beside the journal so replay can find it by hash."""
+        folder = Path(self._journal_path).parent / "modules"
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{hashlib.sha256(module).hexdigest()}.wasm"
+        if not target.exists():
+            target.write_bytes(module)
+
+    def _ensure_started(self, snapshot: RunState | None = None) -> Scheduler:
+        """Freeze the team, write the header, build the scheduler (first send/step)."""
+        if self._scheduler is not None:
+            return self._scheduler
+        if not self._slots:
+            raise ConfigError("add at least one agent before stepping the run")
+        self.policy.validate([s.name for s in self._slots])
+        self._channels |= set(self.policy.channels())
+        engine = self.engine if self._model is not None else None
+        header = self._header(engine)
+        self._writer = JournalWriter(self._journal_path)
+        self._writer.append(header)
+        state = RunState.initial([s.name for s in self._slots],
+                                 {s.name: s.initial_state for s in self._slots})
+        if snapshot is not None:
+            snap = snapshot.to_json()
+            self._writer.append({"k": "snapshot", "state": snap})
+            state = RunState.from_json(state.order, snap)
+        self._scheduler = Scheduler(
+            seed=self.seed, policy=self.policy, slots=self._slots, channels=self._channels,
+            state=state, sink=self._writer, events=self.events, engine=engine,
+            max_batch=self.max_batch, concurrency=self.concurrency, wrap=self._wrap)
+        self.events.emit("run_started", state.step, None, {"journal": self._journal_path})
+        return self._scheduler
+
+    def _header(self, engine: InferenceBackend | None) -> dict[str, JSON]:
+        return {
+            "k": "run", "v": 1, "seed": self.seed, "policy": self.policy.to_json(),
+            "agents": [{"name": s.name, "id": s.executor.identity().to_json(),
+                        "state": s.initial_state, "caps": list(s.capabilities),
+                        "limits": s.limits.to_json(), "on_fault": s.on_fault}
+                       for s in self._slots],
+            "channels": sorted([a, b] for a, b in self._channels),
+            "engine": engine.describe() if engine is not None else None,
+            "max_batch": self.max_batch, "concurrency": self.concurrency,
+            "parent": dict(self._parent) if self._parent else None,
+        }
+
+    def _step(self) -> StepReport | None:
+        with self._lock:
+            return self._ensure_started().step()
+
+    def _drive(self, steps: int | None, until: Callable[[Run], bool] | None,
+               bg: _Background | None) -> RunSummary:
+        limit = DEFAULT_MAX_STEPS if steps is None else steps
+        done = 0
+        start = self.step_index
+        self._ensure_started()
+        while done < limit:
+            if bg is not None and not bg.at_boundary():
+                return RunSummary(done, "stopped", self.step_index)
+            if self._step() is None:
+                return self._finish(RunSummary(done, "quiescent", self.step_index))
+            done += 1
+            if until is not None and until(self):
+                return self._finish(RunSummary(done, "until", self.step_index))
+        del start
+        return self._finish(RunSummary(done, "steps", self.step_index))
+
+    def _finish(self, summary: RunSummary) -> RunSummary:
+        self.events.emit("run_finished", summary.next_step, None,
+                         {"reason": summary.reason, "steps": summary.steps})
+        return summary
+
+
+class _Background:
+    """Steps a run from a thread; pause/resume at step boundaries."""
+
+    def __init__(self, run: Run, steps: int | None,
+                 until: Callable[[Run], bool] | None) -> None:
+        self._run = run
+        self._cond = threading.Condition()
+        self._paused = False
+        self._stopping = False
+        self._waiting_at_boundary = False
+        self._summary: RunSummary | None = None
+        self._error: BaseException | None = None
+        self._finished = False
+        self._thread = threading.Thread(target=self._main, args=(steps, until),
+                                        name="workbench-run", daemon=True)
+        self._thread.start()
+
+    @property
+    def active(self) -> bool:
+        with self._cond:
+            return not self._finished and not self._paused
+
+    def _main(self, steps: int | None, until: Callable[[Run], bool] | None) -> None:
+        try:
+            summary = self._run._drive(steps, until, self)
+        except BaseException as exc:
+            summary, error = None, exc
+        else:
+            error = None
+        with self._cond:
+            self._summary, self._error, self._finished = summary, error, True
+            self._cond.notify_all()
+
+    def at_boundary(self) -> bool:
+        """Called between steps: blocks while paused; False when asked to stop."""
+        with self._cond:
+            while self._paused and not self._stopping:
+                self._waiting_at_boundary = True
+                self._cond.notify_all()
+                self._cond.wait()
+            self._waiting_at_boundary = False
+            return not self._stopping
+
+    def pause(self, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            self._paused = True
+            while not (self._waiting_at_boundary or self._finished):
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError("the current step did not finish in time; "
+                                       "it will still pause at the next boundary")
+                self._cond.wait(remaining)
+
+    def resume(self) -> None:
+        with self._cond:
+            self._paused = False
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join()
+
+    def wait(self, timeout: float | None) -> RunSummary | None:
+        self._thread.join(timeout)
+        with self._cond:
+            if not self._finished:
+                return None
+            if self._error is not None:
+                raise self._error
+            return self._summary
+
+
+def _next_offset(journal: Journal, i: int) -> int:
+    return journal.offsets[i + 1] if i + 1 < len(journal.offsets) else journal.end
+
+
+def _new_run_path(seed: int) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path("runs") / f"{stamp}-seed{seed}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = Path(f"{base}-{n}")
+    return str(path / "journal.wbj")

@@ -1,0 +1,274 @@
+"""One bulk-synchronous step.
+
+In step t the policy picks the runnable agents; they run concurrently, one thread each,
+against a shared :class:`~workbench._hostcalls.StepHost` (the inference barrier); then their
+results are validated and committed **in agent order**, never completion order. Messages sent
+in step t are delivered at t+1, sorted by (sender, sequence). The step's records go to the
+journal sink in one write at commit; a step that fails before commit writes nothing.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from workbench import _canonical
+from workbench._events import EventBus
+from workbench._hostcalls import AgentCounters, InferSource, StepHost
+from workbench._policy import AgentView, Policy
+from workbench._state import RunState, apply, deliveries
+from workbench._types import (
+    JSON,
+    Executor,
+    Fault,
+    FaultPolicy,
+    InferenceBackend,
+    Limits,
+    StepRequest,
+    StepResult,
+)
+from workbench.errors import (
+    AgentCrashed,
+    AgentFault,
+    AgentOutputError,
+    LimitExceeded,
+    MemoryLimitExceeded,
+    OutOfFuel,
+    StepTimeout,
+)
+
+_FAULT_ERRORS: dict[str, type[AgentFault]] = {
+    "out_of_fuel": OutOfFuel, "memory_limit": MemoryLimitExceeded, "timeout": StepTimeout,
+    "limit": LimitExceeded, "malformed_output": AgentOutputError,
+}
+
+
+class Sink(Protocol):
+    """Where a step's records go: the journal writer, or replay's verifier."""
+
+    def stage(self, record: Mapping[str, JSON]) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def discard_staged(self) -> None: ...
+
+
+@dataclass
+class AgentSlot:
+    """An agent's fixed configuration within a run."""
+
+    name: str
+    executor: Executor
+    initial_state: JSON
+    capabilities: tuple[str, ...]
+    limits: Limits
+    on_fault: FaultPolicy
+
+
+@dataclass
+class StepReport:
+    """What one step did (returned by ``run.step()``)."""
+
+    step: int
+    ran: list[str]
+    faults: dict[str, Fault] = field(default_factory=dict)
+    messages: int = 0
+
+    def __repr__(self) -> str:
+        faults = f", faults={sorted(self.faults)}" if self.faults else ""
+        return f"<StepReport step={self.step} ran={self.ran} messages={self.messages}{faults}>"
+
+
+class Scheduler:
+    """Runs steps over ``slots`` (in agent order) and mutates ``state``."""
+
+    def __init__(self, *, seed: int, policy: Policy, slots: Sequence[AgentSlot],
+                 channels: set[tuple[str, str]], state: RunState, sink: Sink,
+                 events: EventBus, engine: InferenceBackend | None = None,
+                 max_batch: int = 8, concurrency: int = 64,
+                 infer_source: Callable[[int], InferSource] | None = None,
+                 wrap: Callable[[Executor], Executor] | None = None) -> None:
+        self.seed = seed
+        self.policy = policy
+        self.slots = {s.name: s for s in slots}
+        self.order = [s.name for s in slots]
+        self.channels = channels
+        self.state = state
+        self.sink = sink
+        self.events = events
+        self.engine = engine
+        self.max_batch = max_batch
+        self.concurrency = max(1, concurrency)
+        self._infer_source = infer_source
+        self._wrap = wrap
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=min(self.concurrency, max(1, len(slots))),
+            thread_name_prefix="workbench-agent")
+        self.max_messages = {s.name: s.limits.max_messages for s in slots}
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def select(self) -> tuple[list[str], int]:
+        views = [AgentView(n, self.state.agents[n].status, bool(self.state.mail_for(n)))
+                 for n in self.order]
+        return self.policy.select(views, self.state.cursor)
+
+    def step(self) -> StepReport | None:
+        """Run one step. None when no agent can run (the run is quiescent or done).
+
+        Raises AgentFault (after committing the step) for an agent whose policy is "fail",
+        and the engine's error (committing nothing) if the engine failed.
+        """
+        selected, cursor = self.select()
+        if not selected:
+            return None
+        t = self.state.step
+        inboxes = deliveries(self.state, selected, self.max_messages)
+        step_record = {"k": "step", "t": t, "run": selected, "cursor": cursor,
+                       "inbox": [len(inboxes[a]) for a in selected]}
+        self.events.emit("step_started", t, None, {"agents": selected})
+        results, hosts = self._run_agents(t, selected, inboxes)
+        records = [step_record]
+        report = StepReport(t, selected)
+        for name in selected:
+            result = self._validate(self.slots[name], results[name])
+            records += [{"k": "call", "t": t, "a": name, **c} for c in hosts[name].calls]
+            records.append(self._agent_record(t, name, result, hosts[name].counters))
+            if result.fault is not None:
+                report.faults[name] = result.fault
+            report.messages += len(result.outbox)
+        records.append({"k": "commit", "t": t})
+        self._commit(records)
+        self._emit_step(t, records)
+        self._raise_for_fail(t, report)
+        return report
+
+    def _run_agents(self, t: int, selected: list[str], inboxes: Mapping[str, list[Any]],
+                    ) -> tuple[dict[str, StepResult], dict[str, _HostView]]:
+        results: dict[str, StepResult] = {}
+        hosts: dict[str, _HostView] = {}
+        for start in range(0, len(selected), self.concurrency):
+            wave = selected[start:start + self.concurrency]
+            counters = {n: AgentCounters(self.state.agents[n].infer, self.state.agents[n].tokens)
+                        for n in wave}
+            sh = StepHost(
+                seed=self.seed, step=t, agents=wave, engine=self.engine,
+                max_batch=self.max_batch,
+                capabilities={n: self.slots[n].capabilities for n in wave},
+                limits={n: self.slots[n].limits for n in wave}, counters=counters,
+                events=self.events,
+                infer_source=self._infer_source(t) if self._infer_source else None)
+            futures = {n: self._pool.submit(self._run_one, sh, n, t, inboxes[n]) for n in wave}
+            for n in wave:
+                results[n] = futures[n].result()
+                hosts[n] = _HostView(sh.hosts[n].calls, counters[n])
+            if sh.engine_error is not None:
+                raise sh.engine_error
+        return results, hosts
+
+    def _run_one(self, sh: StepHost, name: str, t: int, inbox: list[Any]) -> StepResult:
+        slot = self.slots[name]
+        executor = self._wrap(slot.executor) if self._wrap else slot.executor
+        request = StepRequest(name, t, self.state.agents[name].state, tuple(inbox))
+        try:
+            return executor.step(request, sh.hosts[name])
+        except Exception as exc:  # an executor bug must not take the run down
+            return StepResult(None, fault=Fault("fault", f"{type(exc).__name__}: {exc}"))
+        finally:
+            sh.finished(name)
+
+    def _validate(self, slot: AgentSlot, result: StepResult) -> StepResult:
+        """Enforce JSON, size, message and channel rules uniformly for every executor."""
+        if result.fault is not None:
+            return result
+        limits = slot.limits
+        try:
+            state_bytes = len(_canonical.dumps(result.state))
+            out_bytes = sum(len(_canonical.dumps(m.payload)) for m in result.outbox)
+        except (TypeError, ValueError) as exc:
+            return _fault("malformed_output", f"state or message is not plain JSON: {exc}")
+        if state_bytes > limits.max_state_bytes:
+            return _fault("limit", f"state is {state_bytes} bytes, over the limit of "
+                          f"{limits.max_state_bytes}", {"bytes": state_bytes})
+        if len(result.outbox) > limits.max_messages:
+            return _fault("limit", f"sent {len(result.outbox)} messages, over the limit of "
+                          f"{limits.max_messages}")
+        if out_bytes > limits.max_output_bytes:
+            return _fault("limit", f"messages total {out_bytes} bytes, over the limit of "
+                          f"{limits.max_output_bytes}", {"bytes": out_bytes})
+        for m in result.outbox:
+            if m.to not in self.slots:
+                return _fault("malformed_output", f"sent a message to unknown agent {m.to!r}")
+            if (slot.name, m.to) not in self.channels:
+                return _fault("malformed_output", f"sent a message to {m.to!r} without a "
+                              f"channel; connect them with run.connect({slot.name!r}, {m.to!r})")
+        return result
+
+    def _agent_record(self, t: int, name: str, result: StepResult,
+                      counters: AgentCounters) -> dict[str, JSON]:
+        agent = self.state.agents[name]
+        slot = self.slots[name]
+        ctr = [counters.infer_index, counters.tokens_used]
+        if result.fault is not None:
+            restart = slot.on_fault == "restart"
+            return {"k": "agent", "t": t, "a": name, "fault": result.fault.to_json(),
+                    "state": slot.initial_state if restart else agent.state,
+                    "status": "ready" if restart else "faulted", "out": [], "ctr": ctr}
+        out = [{"to": m.to, "seq": agent.seq + i, "payload": _canonical.check_json(m.payload)}
+               for i, m in enumerate(result.outbox)]
+        return {"k": "agent", "t": t, "a": name, "fault": None,
+                "state": _canonical.check_json(result.state), "status": result.status,
+                "out": out, "ctr": ctr}
+
+    def _commit(self, records: list[dict[str, JSON]]) -> None:
+        try:
+            for r in records:
+                self.sink.stage(r)
+        except Exception:
+            self.sink.discard_staged()
+            raise
+        self.sink.flush()
+        for r in records:
+            apply(self.state, r, self.max_messages)
+
+    def _emit_step(self, t: int, records: list[dict[str, JSON]]) -> None:
+        for r in records:
+            if r["k"] != "agent":
+                continue
+            fault = r["fault"]
+            self.events.emit("agent_stepped", t, r["a"],
+                             {"status": r["status"], "messages": len(r["out"]),
+                              "fault": fault["kind"] if isinstance(fault, dict) else None})
+            if isinstance(fault, dict):
+                self.events.emit("fault", t, r["a"], fault)
+            for m in r["out"]:
+                self.events.emit("message", t, r["a"], {"to": m["to"], "seq": m["seq"],
+                                                          "payload": m["payload"]})
+        self.events.emit("step_committed", t, None, {})
+
+    def _raise_for_fail(self, t: int, report: StepReport) -> None:
+        for name, fault in report.faults.items():
+            if self.slots[name].on_fault == "fail":
+                raise fault_error(name, t, fault)
+
+
+@dataclass
+class _HostView:
+    calls: list[dict[str, JSON]]
+    counters: AgentCounters
+
+
+def _fault(kind: str, detail: str, data: Mapping[str, JSON] | None = None) -> StepResult:
+    return StepResult(None, fault=Fault(kind, detail, dict(data or {})))
+
+
+def fault_error(agent: str, step: int, fault: Fault) -> AgentFault:
+    """The exception matching a journaled fault."""
+    if fault.kind == "crashed":
+        signal = fault.data.get("signal")
+        return AgentCrashed(agent, step, signal if isinstance(signal, int) else None,
+                            fault.detail)
+    return _FAULT_ERRORS.get(fault.kind, AgentFault)(agent, step, fault.detail)
