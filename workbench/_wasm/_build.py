@@ -50,7 +50,6 @@ C_FLAGS: tuple[str, ...] = (
     "--target=wasm32-wasi",
     "-mexec-model=reactor",
     "-O2",
-    "-std=c11",
     "-Wall",
     "-Werror=implicit-function-declaration",
     "-Wl,--export-if-defined=alloc",
