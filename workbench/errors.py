@@ -183,12 +183,14 @@ class InvalidModule(WorkbenchError, ValueError):
 class CapabilityError(InvalidModule):
     """The module imports a host function the agent was not granted."""
 
-    def __init__(self, source: str, name: str, granted: tuple[str, ...]) -> None:
+    def __init__(self, source: str, name: str, granted: tuple[str, ...], *,
+                 via: str | None = None) -> None:
         self.name = name
         self.granted = granted
+        self.via = via or f"host.{name}"  # the import that needs it, e.g. a WASI clock
         super().__init__(
             source,
-            f"it imports host.{name} but the agent is granted only {list(granted)}; "
+            f"it imports {self.via} but the agent is granted only {list(granted)}; "
             f"add {name!r} to capabilities=... or remove the import",
         )
 
