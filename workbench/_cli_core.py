@@ -1,9 +1,120 @@
-"""Core sub-commands: replay, inspect, doctor."""
+"""Core sub-commands: ``replay``, ``inspect`` and ``doctor``."""
 
 from __future__ import annotations
 
 import argparse
+import collections
+import importlib.metadata
+import platform
+import shutil
+import sys
+from typing import Any
+
+from workbench.errors import WorkbenchError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    del sub  # filled in by the runtime core
+    p = sub.add_parser("replay", help="re-execute a journal and verify every event")
+    p.add_argument("journal", help="path of a journal file (journal.wbj)")
+    p.set_defaults(func=_replay)
+    p = sub.add_parser("inspect", help="summarise a journal as a table")
+    p.add_argument("journal")
+    p.set_defaults(func=_inspect)
+    p = sub.add_parser("doctor", help="versions, execution providers and toolchains found")
+    p.set_defaults(func=_doctor)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from workbench._replay import replay
+
+    try:
+        report = replay(args.journal)
+    except WorkbenchError as exc:
+        print(f"replay failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"ok: {report.steps} steps, {report.records} records verified")
+    if report.changed_agents:
+        print(f"note: code changed but output identical for {report.changed_agents}")
+    return 0
+
+
+def summarize(records: list[dict[str, Any]]) -> list[list[str]]:
+    """Rows of (agent, kind, steps, messages, infer calls, tokens, faults)."""
+    header = records[0] if records and records[0]["k"] == "run" else {"agents": []}
+    stats: dict[str, collections.Counter[str]] = {
+        a["name"]: collections.Counter() for a in header["agents"]}
+    faults: dict[str, list[str]] = collections.defaultdict(list)
+    for r in records:
+        if r["k"] == "agent":
+            c = stats.setdefault(r["a"], collections.Counter())
+            c["steps"] += 1
+            c["messages"] += len(r["out"])
+            if r["fault"]:
+                faults[r["a"]].append(f"{r['fault']['kind']}@{r['t']}")
+        elif r["k"] == "call" and r["fn"] == "infer":
+            c = stats.setdefault(r["a"], collections.Counter())
+            c["infer"] += 1
+            res = r["res"] if isinstance(r["res"], dict) else {}
+            c["tokens"] += len(res.get("tokens", []))
+    kinds = {a["name"]: a["id"]["kind"] for a in header["agents"]}
+    rows = [["agent", "kind", "steps", "messages", "infer", "tokens", "faults"]]
+    for name, c in stats.items():
+        rows.append([name, kinds.get(name, "?"), str(c["steps"]), str(c["messages"]),
+                     str(c["infer"]), str(c["tokens"]), ", ".join(faults[name][:3]) or "-"])
+    return rows
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from workbench._journal import read_journal
+
+    try:
+        journal = read_journal(args.journal)
+    except WorkbenchError as exc:
+        print(f"cannot read journal: {exc}", file=sys.stderr)
+        return 1
+    records = journal.records
+    if not records or records[0]["k"] != "run":
+        print("not a run journal: the first record is not a run header", file=sys.stderr)
+        return 1
+    h = records[0]
+    steps = sum(1 for r in records if r["k"] == "commit")
+    engine = h.get("engine") or {}
+    print(f"journal  {journal.path}  ({journal.end} bytes, {len(records)} records)")
+    print(f"seed {h['seed']}  policy {h['policy']['name']}  steps {steps}  "
+          f"model {engine.get('model', '-')}  provider {engine.get('provider', '-')}")
+    if h.get("parent"):
+        print(f"forked from {h['parent']['journal']} at step {h['parent']['step']}")
+    if journal.torn_bytes:
+        print(f"torn tail: {journal.torn_bytes} bytes dropped (a crash while writing)")
+    print(_table(summarize(records)))
+    return 0
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in rows)
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    import workbench
+
+    print(f"workbench {workbench.__version__}  python {platform.python_version()}  "
+          f"{platform.system()} {platform.machine()}")
+    for module in ("wasmtime", "onnxruntime", "onnx", "gguf", "tokenizers", "numpy"):
+        try:
+            print(f"  {module:12} {importlib.metadata.version(module)}")
+        except importlib.metadata.PackageNotFoundError:
+            print(f"  {module:12} MISSING - pip install {module}")
+    try:
+        import onnxruntime as ort
+
+        print(f"  providers    listed: {', '.join(ort.get_available_providers())}")
+        print(f"  device       {ort.get_device()}")
+    except ImportError:
+        pass
+    for tool, hint in (("clang", "apt-get install clang lld wasi-libc"),
+                       ("asc", "npm install assemblyscript")):
+        found = shutil.which(tool)
+        print(f"  {tool:12} {found or 'not found (' + hint + ')'}")
+    return 0
