@@ -83,7 +83,7 @@ def test_dag_runs_a_node_when_its_upstream_produced(tmp_path: Path) -> None:
 
 
 def test_dag_rejects_cycles_unless_declared_feedback() -> None:
-    with pytest.raises(wb.ConfigError, match="cycle .*feedback"):
+    with pytest.raises(wb.ConfigError, match=r"cycle .*feedback"):
         wb.DAG({"a": ["b"], "b": ["a"]})
     wb.DAG({"a": ["b"]}, feedback=[("b", "a")])
 
@@ -183,7 +183,7 @@ def test_bad_infer_request_reaches_the_agent_as_value_error(tmp_path: Path) -> N
 def test_token_budget_per_run(tmp_path: Path) -> None:
     def asker(state: Any, inbox: Any, host: Any) -> dict[str, Any]:
         reply = host.infer({"prompt": "hi", "max_tokens": 4})
-        return {"state": state + [len(reply["tokens"])], "outbox": [], "status": "ready"}
+        return {"state": [*state, len(reply["tokens"])], "outbox": [], "status": "ready"}
 
     with make(tmp_path, model=FakeEngine()) as run:
         run.add_agent("q", asker, state=[], limits=wb.Limits(max_tokens_per_run=10))

@@ -112,8 +112,8 @@ class Scheduler:
         self._pool.shutdown(wait=True)
 
     def select(self) -> tuple[list[str], int]:
-        views = [AgentView(n, self.state.agents[n].status, bool(self.state.mail_for(n)))
-                 for n in self.order]
+        mail = {m.to for m in self.state.pending}
+        views = [AgentView(n, self.state.agents[n].status, n in mail) for n in self.order]
         return self.policy.select(views, self.state.cursor)
 
     def step(self) -> StepReport | None:

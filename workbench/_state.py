@@ -59,14 +59,21 @@ class RunState:
         pending = [message_from_json(m) for m in data["pending"]]
         return cls(list(order), agents, data["step"], data["cursor"], data["user_seq"], pending)
 
-    def rank(self, sender: str) -> int:
-        return -1 if sender == USER else self.order.index(sender)
-
     def mail_for(self, agent: str) -> list[Message]:
         """Messages waiting for ``agent``, in delivery order (sender rank, seq)."""
-        mine = [m for m in self.pending if m.to == agent]
+        return self.mailboxes([agent]).get(agent, [])
+
+    def mailboxes(self, agents: Sequence[str]) -> dict[str, list[Message]]:
+        """Waiting messages of each of ``agents``, in delivery order (sender rank, seq)."""
+        wanted = set(agents)
+        boxes: dict[str, list[Message]] = {}
+        for m in self.pending:
+            if m.to in wanted:
+                boxes.setdefault(m.to, []).append(m)
         ranks = {n: i for i, n in enumerate(self.order)}
-        return sorted(mine, key=lambda m: (ranks.get(m.sender, -1), m.seq))
+        for box in boxes.values():
+            box.sort(key=lambda m: (ranks.get(m.sender, -1), m.seq))
+        return boxes
 
 
 def message_from_json(m: Mapping[str, Any]) -> Message:
@@ -77,7 +84,8 @@ def deliveries(state: RunState, selected: Sequence[str],
                max_messages: Mapping[str, int]) -> dict[str, list[Message]]:
     """The inbox of each selected agent: its oldest waiting messages, up to its limit.
     Messages beyond the limit stay queued for its next step."""
-    return {a: state.mail_for(a)[: max_messages[a]] for a in selected}
+    boxes = state.mailboxes(selected)
+    return {a: boxes.get(a, [])[: max_messages[a]] for a in selected}
 
 
 def apply(state: RunState, record: Mapping[str, Any],
