@@ -1,8 +1,8 @@
 /* probe: tries to leave the sandbox in every way a C program on wasi-libc can express, and
  * reports what happened. Used by tests/test_wasm_isolation.py; every attempt must fail.
  *
- * Output state: {"checks": {<name>: {"denied": bool, "errno": n, "detail": str}}, "clock":
- * {...}, "entropy": str}. Status "done". Capabilities: random, now (the seeded clock and
+ * Output state: {"checks": {<name>: {"denied": bool, "errno": n, "detail": str}},
+ * "printed": n, "clock": {"realtime_ns": n, "monotonic_ns": n}, "entropy": str}. Status "done". Capabilities: random, now (the seeded clock and
  * entropy that WASI's clock_time_get and random_get are served from).
  *
  * What cannot even be written: socket(), connect(), bind(), fork(), execve(), popen() are
@@ -112,6 +112,17 @@ static void try_stdin(json_writer *out) {
     report(out, "stdin", n <= 0, errno, detail);
 }
 
+/* stdout and stderr are discarded by the host: the write "succeeds" and reaches nobody.
+ * Writes "printed": <printf's result>; the test checks the host's own output. */
+static void write_print(json_writer *out) {
+    int n = printf("workbench-probe: stdout\n");
+    fflush(stdout);
+    fprintf(stderr, "workbench-probe: stderr\n");
+    json_write(out, "\"printed\":");
+    json_write_int(out, n);
+    json_write(out, ",");
+}
+
 static void try_sleep(json_writer *out) {
     struct timespec pause = {0, 1000000};
     errno = 0;
@@ -158,6 +169,7 @@ WB_EXPORT("step") uint64_t wb_step(uint32_t ptr, uint32_t len) {
     try_stdin(&out);
     try_sleep(&out);
     json_write(&out, "},");
+    write_print(&out);
     write_clock_and_entropy(&out);
     json_write(&out, "},\"status\":\"done\"}");
     return json_output(&out);
