@@ -162,11 +162,22 @@ class Run:
         return self._step()
 
     def run(self, steps: int | None = None, *,
-            until: Callable[[Run], bool] | None = None) -> RunSummary:
+            until: Callable[[Run], bool] | None = None, progress: bool = False) -> RunSummary:
         """Step until no agent can run, ``steps`` steps ran, or ``until(run)`` is true
-        (checked after each step). Without ``steps``, stops after DEFAULT_MAX_STEPS."""
+        (checked after each step). Without ``steps``, stops after DEFAULT_MAX_STEPS.
+        ``progress=True`` shows a progress bar."""
         self._check_idle("run")
-        return self._drive(steps, until, None)
+        if not progress:
+            return self._drive(steps, until, None)
+        from tqdm.auto import tqdm
+
+        with tqdm(total=steps, unit="step", desc="run") as bar:
+            sub = self.subscribe(lambda e: bar.update(1), kinds=("step_committed",))
+            try:
+                return self._drive(steps, until, None)
+            finally:
+                sub.flush(5)
+                sub.close()
 
     def until(self, predicate: Callable[[Run], bool], *, max_steps: int = DEFAULT_MAX_STEPS,
               ) -> RunSummary:
