@@ -1,0 +1,237 @@
+"""Agent ABI v1, the data half: step input encoding, output decoding, outcomes, host protocol.
+
+Nothing here touches wasmtime. :func:`encode_input` turns a :class:`StepRequest` into the
+canonical JSON bytes the guest's ``step`` receives; :func:`decode_output` turns the bytes the
+guest returned into a :class:`StepResult`, and never raises on bad guest output: every
+malformation becomes a :class:`Fault`. :class:`StepOutcome` is what the sandbox reports for
+one step (plain data, so a worker process can send it over a pipe) and :class:`GuestHost` is
+the bytes-level host the sandbox calls (so a worker can forward host calls over its pipe).
+See docs/abi.md for the contract.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from workbench._types import JSON, Fault, Outgoing, StepRequest, StepResult
+
+__all__ = [
+    "ABI_VERSION",
+    "MAX_HOSTCALL_BYTES",
+    "MAX_HOST_CALLS",
+    "GuestHost",
+    "StepOutcome",
+    "decode_output",
+    "encode_input",
+    "fault",
+    "outcome_to_result",
+]
+
+ABI_VERSION = 1
+MAX_HOSTCALL_BYTES = 1 << 20
+"""Largest host-call payload: an infer request or result, a log line."""
+MAX_HOST_CALLS = 10_000
+"""Host calls one guest may make in one step; the next one ends the step with a limit fault."""
+MAX_JSON_DEPTH = 256
+"""Deepest nesting of arrays/objects accepted in guest output."""
+
+_STATUSES = ("ready", "idle", "done")
+_OUTPUT_KEYS = frozenset({"state", "outbox", "status"})
+_MESSAGE_KEYS = frozenset({"to", "payload"})
+
+
+class GuestHost(Protocol):
+    """The host functions a guest may call during one step, at the byte level.
+
+    ``infer`` gets the guest's request JSON bytes and returns result JSON bytes (an error is
+    ``{"error": "..."}``, not an exception). Any exception raised by these methods is a host
+    failure, not a guest fault: the sandbox stops the guest and re-raises it from
+    :func:`~workbench._wasm._sandbox.run_step`.
+    """
+
+    def infer(self, request: bytes) -> bytes: ...
+
+    def log(self, text: bytes) -> None: ...
+
+    def random(self) -> int: ...  # uniform in [0, 2**64)
+
+    def now(self) -> int: ...  # logical nanoseconds, in [0, 2**63)
+
+
+@dataclass(frozen=True, slots=True)
+class StepOutcome:
+    """What the sandbox observed in one step. Plain data (picklable, comparable).
+
+    Exactly one of ``output`` (the raw output bytes of ``step``) and ``fault`` is set.
+    ``memory_at_limit`` is true when the guest's memory could not grow by one more page at
+    the end of the step; a guest that then produced bad output is reported as
+    ``memory_limit`` by :func:`outcome_to_result`.
+    """
+
+    output: bytes | None
+    fault: Fault | None
+    fuel_consumed: int
+    memory_size: int = 0
+    memory_at_limit: bool = False
+    host_calls: int = 0
+
+
+def fault(kind: str, detail: str, **data: JSON) -> Fault:
+    """Build a :class:`Fault`; ``data`` must be JSON-shaped (it is journaled)."""
+    return Fault(kind=kind, detail=detail, data=data)
+
+
+def encode_input(request: StepRequest) -> bytes:
+    """The canonical JSON bytes of a step's input.
+
+    Raises ValueError (NaN/Infinity) or TypeError (not JSON) if the state or a payload is not
+    plain JSON; the run validates both before they get here.
+    """
+    return _canonical(request.to_json())
+
+
+def outcome_to_result(outcome: StepOutcome, *, max_output_bytes: int) -> StepResult:
+    """Turn a sandbox outcome into the :class:`StepResult` the scheduler commits."""
+    if outcome.fault is not None:
+        return StepResult(state=None, fault=outcome.fault)
+    result = decode_output(outcome.output or b"", max_output_bytes=max_output_bytes)
+    if (result.fault is not None and result.fault.kind == "malformed_output"
+            and outcome.memory_at_limit):
+        return StepResult(state=None, fault=fault(
+            "memory_limit",
+            f"the agent reached its memory limit and then {result.fault.detail}",
+            memory_size=outcome.memory_size, cause=result.fault.to_json()))
+    return result
+
+
+def decode_output(raw: bytes, *, max_output_bytes: int) -> StepResult:
+    """Decode and validate a guest's output JSON. Never raises on bad guest output.
+
+    Returns a StepResult whose ``fault`` is ``limit`` (more than ``max_output_bytes``) or
+    ``malformed_output`` (not strict UTF-8, not JSON, NaN/Infinity, duplicate keys, nesting
+    deeper than MAX_JSON_DEPTH, or not the ABI v1 shape).
+    """
+    if len(raw) > max_output_bytes:
+        return _failed(fault("limit", f"output is {len(raw)} bytes, over the limit of "
+                             f"{max_output_bytes}; raise max_output_bytes or send less",
+                             limit="max_output_bytes", size=len(raw), max=max_output_bytes))
+    try:
+        value = _parse(raw)
+    except _Malformed as exc:
+        return _failed(_malformed(str(exc)))
+    try:
+        return _to_result(value)
+    except _Malformed as exc:
+        return _failed(_malformed(str(exc)))
+
+
+class _Malformed(Exception):
+    """Internal: the guest output breaks the ABI; the message says how."""
+
+
+def _failed(f: Fault) -> StepResult:
+    return StepResult(state=None, fault=f)
+
+
+def _malformed(reason: str) -> Fault:
+    return fault("malformed_output", f"{reason}; see docs/abi.md for the output format",
+                 reason=reason)
+
+
+def _canonical(value: JSON) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode("utf-8")
+
+
+def _parse(raw: bytes) -> JSON:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _Malformed(f"output is not UTF-8 (byte {exc.start})") from None
+    try:
+        value = json.loads(text, parse_constant=_reject_constant,
+                           object_pairs_hook=_unique_object)
+    except _Malformed:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise _Malformed(f"output is not JSON ({_first_line(str(exc))})") from None
+    if _too_deep(value):
+        raise _Malformed(f"output nests deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+def _too_deep(value: JSON) -> bool:
+    """Whether arrays/objects nest deeper than MAX_JSON_DEPTH (iterative: no recursion)."""
+    stack: list[tuple[JSON, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth >= MAX_JSON_DEPTH:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _reject_constant(name: str) -> Any:
+    raise _Malformed(f"output contains {name}, which JSON does not allow")
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, item in pairs:
+        if key in obj:
+            raise _Malformed(f"output has duplicate key {_short(key)}")
+        obj[key] = item
+    return obj
+
+
+def _to_result(value: JSON) -> StepResult:
+    if not isinstance(value, dict):
+        raise _Malformed(f"output must be a JSON object, got {_json_type(value)}")
+    unknown = sorted(set(value) - _OUTPUT_KEYS)
+    if unknown:
+        raise _Malformed(f"output has unknown keys {unknown} (allowed: state, outbox, status)")
+    if "state" not in value:
+        raise _Malformed("output has no 'state'")
+    status = value.get("status", "ready")
+    if status not in _STATUSES:
+        raise _Malformed(f"'status' must be one of {list(_STATUSES)}, got {_short(status)}")
+    outbox = tuple(_message(i, m) for i, m in enumerate(_outbox(value.get("outbox", []))))
+    return StepResult(state=value["state"], outbox=outbox, status=status)
+
+
+def _outbox(outbox: JSON) -> list[JSON]:
+    if not isinstance(outbox, list):
+        raise _Malformed(f"'outbox' must be a list, got {_json_type(outbox)}")
+    return outbox
+
+
+def _message(index: int, entry: JSON) -> Outgoing:
+    where = f"outbox[{index}]"
+    if not isinstance(entry, dict):
+        raise _Malformed(f"{where} must be an object, got {_json_type(entry)}")
+    if set(entry) != _MESSAGE_KEYS:
+        raise _Malformed(f"{where} must have exactly the keys 'to' and 'payload', "
+                         f"got {sorted(entry)}")
+    to = entry["to"]
+    if not isinstance(to, str) or not to:
+        raise _Malformed(f"{where}.to must be a non-empty string, got {_short(to)}")
+    return Outgoing(to=to, payload=entry["payload"])
+
+
+def _json_type(value: JSON) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+             int: "a number", float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _short(value: JSON, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _first_line(text: str) -> str:
+    return text.splitlines()[0] if text else text
