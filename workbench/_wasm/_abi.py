@@ -15,14 +15,25 @@ import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from workbench._types import JSON, Fault, Outgoing, StepRequest, StepResult
+from workbench._types import (
+    JSON,
+    AgentIdentity,
+    Fault,
+    HostCalls,
+    Limits,
+    Outgoing,
+    StepRequest,
+    StepResult,
+)
 
 __all__ = [
     "ABI_VERSION",
     "MAX_HOSTCALL_BYTES",
     "MAX_HOST_CALLS",
     "GuestHost",
+    "HostCallsAdapter",
     "StepOutcome",
+    "agent_identity",
     "decode_output",
     "encode_input",
     "fault",
@@ -235,3 +246,43 @@ def _short(value: JSON, limit: int = 60) -> str:
 
 def _first_line(text: str) -> str:
     return text.splitlines()[0] if text else text
+
+
+class HostCallsAdapter:
+    """The bytes-level :class:`GuestHost` over a run's :class:`~workbench._types.HostCalls`.
+
+    ``infer`` decodes the guest's request (bad UTF-8, bad JSON or NaN becomes an
+    ``{"error": ...}`` reply, as does a ValueError from ``host.infer``: a rejected request)
+    and encodes the result canonically. ``log`` replaces invalid UTF-8. Anything else
+    ``host`` raises propagates: it is a host failure, not the guest's.
+    """
+
+    def __init__(self, host: HostCalls) -> None:
+        self._host = host
+
+    def infer(self, request: bytes) -> bytes:
+        try:
+            body = json.loads(request.decode("utf-8"), parse_constant=_reject_constant)
+        except (UnicodeDecodeError, ValueError, RecursionError, _Malformed) as exc:
+            return _canonical({"error": f"infer request is not UTF-8 JSON: {exc}"})
+        try:
+            return _canonical(self._host.infer(body))
+        except ValueError as exc:
+            return _canonical({"error": str(exc)})
+
+    def log(self, text: bytes) -> None:
+        self._host.log(text.decode("utf-8", errors="replace"))
+
+    def random(self) -> int:
+        return int(self._host.random())
+
+    def now(self) -> int:
+        return int(self._host.now())
+
+
+def agent_identity(wasm_sha256: str, limits: Limits,
+                   capabilities: tuple[str, ...]) -> AgentIdentity:
+    """What the journal records about a WebAssembly agent, however it is executed."""
+    return AgentIdentity(kind="wasm", hash=wasm_sha256, config={
+        "abi": ABI_VERSION, "capabilities": list(capabilities), "fuel": limits.fuel,
+        "memory_bytes": limits.memory_bytes, "max_output_bytes": limits.max_output_bytes})
