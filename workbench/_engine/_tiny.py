@@ -40,14 +40,13 @@ def tiny_vocabulary(size: int | None = None) -> tuple[list[str], list[int], list
     """(tokens, llama.cpp token types, merges) of the tiny byte-level BPE vocabulary."""
     tokens, merges = [*SPECIALS, *_byte_alphabet()], []
     known = set(tokens)
-    for word in _WORDS:
-        for text in (word, "Ġ" + word):
-            for end in range(2, len(text) + 1):
-                left, right = text[: end - 1], text[end - 1]
-                if text[:end] not in known:
-                    merges.append(f"{left} {right}")
-                    tokens.append(text[:end])
-                    known.add(text[:end])
+    for word in _WORDS:  # left-to-right merges build the word, then one merge adds "Ġ"
+        steps = [(word[: end - 1], word[end - 1]) for end in range(2, len(word) + 1)]
+        for left, right in [*steps, ("Ġ", word)]:
+            if left + right not in known:
+                merges.append(f"{left} {right}")
+                tokens.append(left + right)
+                known.add(left + right)
     if size is not None:
         if size < len(tokens):
             raise ConfigError(f"tiny vocabulary needs at least {len(tokens)} tokens, got {size}")
@@ -58,8 +57,13 @@ def tiny_vocabulary(size: int | None = None) -> tuple[list[str], list[int], list
 
 def write_tiny_gguf(path: Path, *, layers: int = 2, hidden: int = 64, heads: int = 4,
                     kv_heads: int = 2, intermediate: int | None = None,
-                    vocab: int | None = None, context: int = 512, seed: int = 0) -> Path:
-    """Write a tiny random Llama GGUF to ``path`` and return it. Raises ConfigError on bad sizes."""
+                    vocab: int | None = None, context: int = 512, seed: int = 0,
+                    matrix_type: str = "Q4_1") -> Path:
+    """Write a tiny random Llama GGUF to ``path`` and return it. Raises ConfigError on bad sizes.
+
+    ``matrix_type`` is the GGML type of the layer matrices (Q4_1 like the default model;
+    Q8_0, F16, F32 or an unsupported type to test the converter's error).
+    """
     import gguf
 
     if hidden % 32 or hidden % heads or (hidden // heads) % 16 or heads % kv_heads:
@@ -81,10 +85,15 @@ def write_tiny_gguf(path: Path, *, layers: int = 2, hidden: int = 64, heads: int
     writer.add_chat_template(TINY_CHAT_TEMPLATE)
     kvd = kv_heads * (hidden // heads)
 
-    def matrix(name: str, n_out: int, n_in: int, qtype: Any = gguf.GGMLQuantizationType.Q4_1
-               ) -> None:
+    def matrix(name: str, n_out: int, n_in: int, qtype: Any = None) -> None:
+        qtype = qtype or gguf.GGMLQuantizationType[matrix_type]
         w = rng.normal(0.0, 1.0 / np.sqrt(n_in), (n_out, n_in)).astype(np.float32)
-        writer.add_tensor(name, gguf.quants.quantize(w, qtype), raw_dtype=qtype)
+        if qtype == gguf.GGMLQuantizationType.F32:
+            writer.add_tensor(name, w)
+        elif qtype == gguf.GGMLQuantizationType.F16:
+            writer.add_tensor(name, w.astype(np.float16))
+        else:
+            writer.add_tensor(name, gguf.quants.quantize(w, qtype), raw_dtype=qtype)
 
     def norm(name: str) -> None:
         writer.add_tensor(name, (1.0 + 0.1 * rng.standard_normal(hidden)).astype(np.float32))
