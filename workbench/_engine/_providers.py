@@ -74,7 +74,13 @@ SessionOpener = Callable[[Path, "ort.SessionOptions", str], OrtSession]
 
 
 def default_opener(path: Path, options: ort.SessionOptions, provider: str) -> OrtSession:
-    """Open ``path`` on ``provider`` (onnxruntime adds the CPU provider behind it)."""
+    """Open ``path`` on ``provider`` (onnxruntime adds the CPU provider behind it).
+
+    Raises RuntimeError at once for a provider this onnxruntime build does not offer.
+    """
+    if provider not in ort.get_available_providers():
+        raise RuntimeError(f"this onnxruntime build ({ort.__version__}, device "
+                           f"{ort.get_device()}) does not offer {provider}")
     session: OrtSession = ort.InferenceSession(str(path), options, providers=[provider])
     return session
 
