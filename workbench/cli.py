@@ -13,9 +13,10 @@ def _registrars() -> list[Register]:
     # Each entry adds sub-commands; the handler is stored as `func` on the parsed namespace
     # and returns the process exit code.
     from workbench import _cli_core
+    from workbench._engine import _modelcli
     from workbench._wasm import _cli as _wasm_cli
 
-    return [_cli_core.register, _wasm_cli.register]
+    return [_cli_core.register, _wasm_cli.register, _modelcli.register]
 
 
 def build_parser() -> argparse.ArgumentParser:
