@@ -47,6 +47,9 @@ export class Value {
 
   /** The number value, or `fallback` when this is not a number. */
   number(fallback: f64 = 0): f64 { return this.kind == Kind.Num ? this.num : fallback; }
+
+  /** The number value truncated to an integer, or `fallback` when this is not a number. */
+  integer(fallback: i64 = 0): i64 { return this.kind == Kind.Num ? <i64>this.num : fallback; }
 }
 
 // --- reading -----------------------------------------------------------------------------
