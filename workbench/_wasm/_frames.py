@@ -44,6 +44,7 @@ class Kind(enum.IntEnum):
     PING = 8  # K: liveness/latency probe; echoed as PONG with the same payload
     PONG = 9  # W
     SHUTDOWN = 10  # K: exit cleanly
+    UNLOAD = 11  # K: forget an agent (meta: agent)
 
 
 @dataclass(frozen=True, slots=True)

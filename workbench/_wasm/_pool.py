@@ -1,0 +1,578 @@
+"""The WebAssembly worker pool: agents' steps run in worker processes, not in the kernel.
+
+A :class:`WorkerPool` keeps ``size`` worker processes (default: one per CPU core), started by
+a forkserver that has already imported wasmtime, so a worker starts in milliseconds. Agents
+are assigned to workers by the order they are added (agent *i* goes to worker *i mod size*);
+a worker hosts many agents' compiled modules and runs their steps concurrently, one thread per
+running agent. The assignment never changes a result: every step is a pure function of its
+request and host calls.
+
+Each :class:`PooledWasmExecutor` multiplexes its steps over its worker's socket with request
+ids. A reader thread per worker routes the worker's frames to the waiting ``step`` call, and
+that calling (scheduler) thread serves the guest's host calls itself, so an agent blocked in
+``infer`` at the inference barrier blocks nobody else, and no lock is held while it waits.
+
+Crash recovery: a dead worker is seen as end-of-stream on its socket; its exit status gives
+the signal. The next step that needs it starts a replacement and loads the worker's agents
+again (state is host-held, so nothing else is restored). An interrupted step is sent again
+after ``host.restart()`` (host calls already answered are served again from memory). After
+``max_crashes`` crashes of the same step the step returns a ``crashed`` fault, so ``step``
+always returns. Compiling an untrusted module happens in a worker under a time limit: a module
+that crashes or hangs the compiler is an :class:`~workbench.errors.InvalidModule`, never a
+dead kernel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import json
+import os
+import queue
+import signal
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from workbench._types import (
+    HOST_CALLS,
+    AgentIdentity,
+    Fault,
+    HostCalls,
+    Limits,
+    StepRequest,
+    StepResult,
+)
+from workbench._wasm import _abi, _worker
+from workbench._wasm._forkserver import Launcher, launcher
+from workbench._wasm._frames import (
+    DEFAULT_MAX_FRAME,
+    Frame,
+    FrameReader,
+    FrameWriter,
+    Kind,
+    pack,
+    unpack,
+)
+from workbench.errors import CapabilityError, ConfigError, FrameTooLarge, InvalidModule, RunClosed
+
+__all__ = ["PooledWasmExecutor", "WorkerPool"]
+
+MAX_AGENTS_PER_WORKER = _worker.MAX_THREADS
+"""A worker runs each of its agents' steps on its own thread; this bounds the threads."""
+COMPILE_TIMEOUT_S = 120.0
+"""Default time limit for compiling one module in a worker (a cache hit takes ~1 ms)."""
+STEP_GRACE_S = 30.0
+"""Silence from a worker, past the step's own ``timeout_s``, after which it is killed."""
+MAX_REPLACE_TRIES = 5
+"""Replacement workers started in a row (each dying while loading) before giving up."""
+_REAP_WAIT_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Died:
+    """Queued to every waiting request when its worker's stream ends."""
+
+    signal: int | None
+    exitcode: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Module:
+    """What a worker needs to load an agent (kept to load it again after a crash)."""
+
+    agent: int
+    wasm: bytes
+    source: str
+    capabilities: tuple[str, ...]
+
+    def payload(self) -> bytes:
+        return pack({"agent": self.agent, "source": self.source,
+                     "capabilities": list(self.capabilities)}, self.wasm)
+
+
+class _Connection:
+    """One worker process and its socket: one life of a pool slot.
+
+    Requests register a queue under their id; the reader thread puts every frame for that id
+    there, and a :class:`_Died` when the stream ends. At most a few frames are ever queued per
+    request: a step waits for each host-call reply before the next call.
+    """
+
+    def __init__(self, launcher: Launcher, index: int, args: dict[str, Any]) -> None:
+        ours, theirs = socket.socketpair()
+        try:
+            self._proc = launcher.start(theirs, args)
+        finally:
+            theirs.close()
+        self.pid = self._proc.pid
+        self._sock = ours
+        self._reader = FrameReader(ours, int(args["max_frame"]))
+        self._writer = FrameWriter(ours, int(args["max_frame"]))
+        self._lock = threading.Lock()
+        self._waiting: dict[int, queue.SimpleQueue[Frame | _Died]] = {}
+        self.died: _Died | None = None
+        self._thread = threading.Thread(target=self._read_loop, daemon=True,
+                                        name=f"workbench-wasm-reader-{index}")
+        self._thread.start()
+
+    def open(self, rid: int) -> queue.SimpleQueue[Frame | _Died]:
+        """A queue for the frames of request ``rid`` (already holding _Died if dead)."""
+        inbox: queue.SimpleQueue[Frame | _Died] = queue.SimpleQueue()
+        with self._lock:
+            if self.died is not None:
+                inbox.put(self.died)
+            else:
+                self._waiting[rid] = inbox
+        return inbox
+
+    def forget(self, rid: int) -> None:
+        with self._lock:
+            self._waiting.pop(rid, None)
+
+    def send(self, kind: Kind, rid: int, payload: bytes = b"") -> None:
+        """Send a frame; a dead worker is ignored here (its requests see _Died).
+        Raises FrameTooLarge."""
+        try:
+            self._writer.write(kind, rid, payload)
+        except FrameTooLarge:
+            raise
+        except OSError:
+            pass
+
+    def kill(self) -> None:
+        """SIGKILL the worker (a hung compile or step); its requests then see _Died."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        """Ask the worker to exit and wait until the reader has reaped it. Idempotent."""
+        self.send(Kind.SHUTDOWN, 0)
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._thread.join()
+        self._sock.close()
+
+    def _read_loop(self) -> None:
+        try:
+            while (frame := self._reader.read()) is not None:
+                with self._lock:
+                    inbox = self._waiting.get(frame.rid)
+                if inbox is not None:
+                    inbox.put(frame)
+        except (OSError, ValueError):
+            self.kill()  # a frame we cannot read: the worker is broken
+        died = self._reap()
+        with self._lock:
+            self.died = died
+            waiting, self._waiting = list(self._waiting.values()), {}
+        for inbox in waiting:
+            inbox.put(died)
+
+    def _reap(self) -> _Died:
+        """Wait for the process to end and read its exit status."""
+        code = self._proc.wait(_REAP_WAIT_S)
+        if code is None:  # stream closed but process alive: end it
+            self.kill()
+            code = self._proc.wait(_REAP_WAIT_S)
+        return _Died(signal=-code if code is not None and code < 0 else None, exitcode=code)
+
+
+class _Slot:
+    """A position in the pool: the current worker plus the agents assigned to it."""
+
+    def __init__(self, pool: WorkerPool, index: int) -> None:
+        self._pool = pool
+        self.index = index
+        self.lock = threading.RLock()
+        self.modules: dict[int, _Module] = {}
+        self.restarts = 0
+        self.conn = pool._start_worker(index)
+
+    def current(self) -> _Connection:
+        with self.lock:
+            return self.conn
+
+    def replace(self, dead: _Connection) -> _Connection:
+        """The live worker after ``dead`` died: started (and its agents loaded) by the first
+        caller, reused by the others. Raises RunClosed, or RuntimeError if replacements keep
+        dying while loading."""
+        with self.lock:
+            for _ in range(MAX_REPLACE_TRIES):
+                if self.conn is not dead and self.conn.died is None:
+                    return self.conn
+                self._pool._check_open()
+                self.conn.close()
+                self.conn = self._pool._start_worker(self.index)
+                self.restarts += 1
+                self._load_all(self.conn)
+            if self.conn.died is None:
+                return self.conn
+            raise RuntimeError(f"worker {self.index} died {MAX_REPLACE_TRIES} times in a row "
+                               "while its agents were being loaded")
+
+    def _load_all(self, conn: _Connection) -> None:
+        """Load every assigned agent into a fresh worker (pipelined; cache hits)."""
+        rids = {}
+        for module in self.modules.values():
+            rid = self._pool._next_rid()
+            rids[rid] = conn.open(rid)
+            conn.send(Kind.LOAD, rid, module.payload())
+        for rid, inbox in rids.items():
+            try:
+                inbox.get(timeout=self._pool.compile_timeout_s)
+            except queue.Empty:
+                conn.kill()
+            finally:
+                conn.forget(rid)
+
+    def load(self, module: _Module) -> None:
+        """Compile and load ``module`` in this slot's worker. Raises InvalidModule."""
+        with self.lock:
+            crashed: _Died | None = None
+            for _ in range(2):  # a crash can be a coincidence once, not twice
+                reply = self._load_once(self.conn, module)
+                if not isinstance(reply, _Died):
+                    break
+                crashed = reply
+                self.replace(self.conn)
+            else:
+                assert crashed is not None
+                raise InvalidModule(module.source, "compiling it crashed the worker process "
+                                    f"({_how(crashed)})")
+            meta, _ = unpack(reply.payload)
+            if not meta.get("ok"):
+                raise _load_error(module, meta)
+            self.modules[module.agent] = module
+
+    def _load_once(self, conn: _Connection, module: _Module) -> Frame | _Died:
+        rid = self._pool._next_rid()
+        inbox = conn.open(rid)
+        try:
+            conn.send(Kind.LOAD, rid, module.payload())
+            try:
+                return inbox.get(timeout=self._pool.compile_timeout_s)
+            except queue.Empty:
+                conn.kill()
+                raise InvalidModule(module.source, "compiling it took longer than "
+                                    f"{self._pool.compile_timeout_s:g} s") from None
+        finally:
+            conn.forget(rid)
+
+    def unload(self, agent: int) -> None:
+        with self.lock:
+            if self.modules.pop(agent, None) is not None:
+                self.conn.send(Kind.UNLOAD, 0, pack({"agent": agent}))
+
+
+class WorkerPool:
+    """Worker processes that run sandboxed WebAssembly agents.
+
+    ``size`` defaults to ``os.cpu_count()``; ``cache_dir`` is where compiled modules are kept
+    (the sandbox's default when None); ``max_crashes`` is how many times one step may crash
+    its worker before it returns a ``crashed`` fault; ``compile_timeout_s`` bounds compiling
+    one module. ``start_method`` is ``"forkserver"`` (fast) or ``"spawn"``. Close it (or use
+    it as a context manager); using it after close raises RunClosed.
+    """
+
+    def __init__(self, size: int | None = None, *, cache_dir: str | os.PathLike[str] | None = None,
+                 max_crashes: int = 3, compile_timeout_s: float = COMPILE_TIMEOUT_S,
+                 max_frame: int = DEFAULT_MAX_FRAME, start_method: str = "forkserver") -> None:
+        if size is None:
+            size = os.cpu_count() or 1
+        if not isinstance(size, int) or size < 1:
+            raise ConfigError(f"a worker pool needs at least one worker, got size={size!r}")
+        if max_crashes < 1:
+            raise ConfigError(f"max_crashes must be at least 1, got {max_crashes}")
+        self.max_crashes = max_crashes
+        self.compile_timeout_s = float(compile_timeout_s)
+        self._cache_dir = None if cache_dir is None else os.fspath(cache_dir)
+        self._max_frame = max_frame
+        if start_method not in ("forkserver", "spawn"):
+            raise ConfigError(f"start_method must be 'forkserver' or 'spawn', got "
+                              f"{start_method!r}")
+        self._start_method = start_method
+        self._rids: Iterator[int] = itertools.count(1)
+        self._agents = itertools.count()
+        self._added = 0
+        self._closed = False
+        self._lock = threading.Lock()
+        self._slots: list[_Slot] = []
+        try:
+            for index in range(size):
+                self._slots.append(_Slot(self, index))
+        except BaseException:
+            self.close()
+            raise
+
+    def executor(self, source: str | Path | bytes, *, name: str, limits: Limits | None = None,
+                 capabilities: tuple[str, ...] = HOST_CALLS) -> PooledWasmExecutor:
+        """Load an agent module (wasm bytes, or a .wasm/.wat path) into a worker.
+
+        Raises InvalidModule/CapabilityError (bad module, or one that crashes or hangs the
+        compiler), ConfigError (missing file, full pool), RunClosed (pool closed).
+        """
+        self._check_open()
+        wasm, label = _module_bytes(source)
+        with self._lock:
+            agent = next(self._agents)
+        slot = self._slots[agent % len(self._slots)]
+        if len(slot.modules) >= MAX_AGENTS_PER_WORKER:
+            raise ConfigError(f"worker {slot.index} already hosts {MAX_AGENTS_PER_WORKER} "
+                              "agents; use a larger WorkerPool(size=...)")
+        slot.load(_Module(agent, wasm, label, tuple(capabilities)))
+        with self._lock:
+            self._added += 1
+        return PooledWasmExecutor(self, slot, agent, name, wasm, limits or Limits(),
+                                  tuple(capabilities))
+
+    @property
+    def size(self) -> int:
+        return len(self._slots)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def restarts(self) -> int:
+        """Workers replaced after dying, over the pool's life."""
+        return sum(slot.restarts for slot in self._slots)
+
+    def pids(self) -> list[int]:
+        """The current worker process ids, in slot order (for diagnostics and tests)."""
+        return [slot.current().pid for slot in self._slots]
+
+    def worker_of(self, executor: PooledWasmExecutor) -> int:
+        """The slot index that runs ``executor``'s agent."""
+        return executor._slot.index
+
+    def ping(self) -> list[float]:
+        """Round-trip time of one small frame to each worker, in seconds."""
+        import time
+
+        times = []
+        for slot in self._slots:
+            conn = slot.current()
+            rid = self._next_rid()
+            inbox = conn.open(rid)
+            start = time.perf_counter()
+            conn.send(Kind.PING, rid, b"x")
+            inbox.get()
+            times.append(time.perf_counter() - start)
+            conn.forget(rid)
+        return times
+
+    def close(self) -> None:
+        """Stop every worker. Idempotent; steps in flight raise RunClosed."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        for slot in self._slots:
+            with slot.lock:
+                slot.conn.close()
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return (f"<WorkerPool {state} workers={len(self._slots)} agents="
+                f"{sum(len(s.modules) for s in self._slots)} restarts={self.restarts}>")
+
+    # -- for slots and executors --------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RunClosed("worker pool")
+
+    def _next_rid(self) -> int:
+        with self._lock:
+            return next(self._rids) & 0xFFFFFFFF
+
+    def _start_worker(self, index: int) -> _Connection:
+        args = {"cache_dir": self._cache_dir, "max_frame": self._max_frame,
+                "sandbox": _worker.SANDBOX}
+        return _Connection(launcher(self._start_method), index, args)
+
+
+class PooledWasmExecutor:
+    """One agent in a :class:`WorkerPool` (implements the Executor protocol).
+
+    ``step`` may be called from many threads at once (one per running agent); it always
+    returns, with a ``crashed`` fault after ``max_crashes`` worker deaths in one step. An
+    exception raised by a host call (an engine failure) is re-raised from ``step``, as the
+    in-process executor does.
+    """
+
+    def __init__(self, pool: WorkerPool, slot: _Slot, agent: int, name: str, wasm: bytes,
+                 limits: Limits, capabilities: tuple[str, ...]) -> None:
+        self._pool = pool
+        self._slot = slot
+        self._agent = agent
+        self.name = name
+        self.limits = limits
+        self.capabilities = capabilities
+        self._hash = hashlib.sha256(wasm).hexdigest()
+        self._meta = {"agent": agent, "fuel": limits.fuel, "memory_bytes": limits.memory_bytes,
+                      "timeout_s": limits.timeout_s,
+                      "max_output_bytes": limits.max_output_bytes}
+        self._closed = False
+
+    def identity(self) -> AgentIdentity:
+        return AgentIdentity(kind="wasm", hash=self._hash,
+                             config={"abi": _abi.ABI_VERSION,
+                                     "capabilities": list(self.capabilities)})
+
+    def step(self, request: StepRequest, host: HostCalls) -> StepResult:
+        """Run one step in the worker. Raises RunClosed if the pool or executor is closed."""
+        if self._closed:
+            raise RunClosed(f"executor of agent {self.name!r}")
+        self._pool._check_open()
+        payload = pack(self._meta, _abi.encode_input(request))
+        for attempt in range(1, self._pool.max_crashes + 1):
+            conn = self._slot.current()
+            outcome = self._attempt(conn, payload, host)
+            if not isinstance(outcome, _Died):
+                return self._result(outcome)
+            if attempt == self._pool.max_crashes:
+                return _crashed(request, outcome, attempt)
+            self._pool._check_open()
+            try:
+                self._slot.replace(conn)
+            except RuntimeError as exc:
+                return _crashed(request, outcome, attempt, str(exc))
+            host.restart()
+        raise AssertionError("unreachable")
+
+    def _attempt(self, conn: _Connection, payload: bytes, host: HostCalls) -> Frame | _Died:
+        """Send the step and serve its host calls until it ends or the worker dies."""
+        rid = self._pool._next_rid()
+        inbox = conn.open(rid)
+        failure: BaseException | None = None
+        try:
+            conn.send(Kind.STEP, rid, payload)
+            while True:
+                try:
+                    item = inbox.get(timeout=self.limits.timeout_s + STEP_GRACE_S)
+                except queue.Empty:
+                    conn.kill()  # the worker went silent: treat it as a crash
+                    continue
+                if isinstance(item, Frame) and item.kind is Kind.HOST_CALL:
+                    reply, error = _serve_host_call(item.payload, host)
+                    failure = failure or error
+                    conn.send(Kind.HOST_REPLY, rid, reply)
+                    continue
+                if failure is not None and not isinstance(item, _Died):
+                    raise failure
+                return item
+        finally:
+            conn.forget(rid)
+
+    def _result(self, frame: Frame) -> StepResult:
+        meta, output = unpack(frame.payload)
+        if frame.kind is Kind.FAULT:
+            return StepResult(state=None, fault=Fault(str(meta["kind"]), str(meta["detail"]),
+                                                      dict(meta.get("data") or {})))
+        outcome = _abi.StepOutcome(
+            output=output, fault=None, fuel_consumed=int(meta.get("fuel_consumed", 0)),
+            memory_size=int(meta.get("memory_size", 0)),
+            memory_at_limit=bool(meta.get("memory_at_limit", False)),
+            host_calls=int(meta.get("host_calls", 0)))
+        return _abi.outcome_to_result(outcome, max_output_bytes=self.limits.max_output_bytes)
+
+    def close(self) -> None:
+        """Unload the agent from its worker. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            if not self._pool.closed:
+                self._slot.unload(self._agent)
+
+    def __repr__(self) -> str:
+        return (f"<PooledWasmExecutor {self.name!r} worker={self._slot.index} "
+                f"hash={self._hash[:12]}>")
+
+
+def _serve_host_call(payload: bytes, host: HostCalls) -> tuple[bytes, BaseException | None]:
+    """Run one forwarded host call: (reply payload, the exception the host raised)."""
+    meta, arg = unpack(payload)
+    fn = meta.get("fn")
+    try:
+        if fn == "infer":
+            return pack({"ok": True}, _infer_bytes(host, arg)), None
+        if fn == "log":
+            host.log(arg.decode("utf-8", errors="replace"))
+            return pack({"ok": True}), None
+        if fn in ("random", "now"):
+            value = host.random() if fn == "random" else host.now()
+            return pack({"ok": True}, int(value).to_bytes(8, "little")), None
+        raise ValueError(f"worker asked for unknown host call {fn!r}")
+    except Exception as exc:
+        return pack({"ok": False, "error": f"{type(exc).__name__}: {exc}"}), exc
+
+
+def _infer_bytes(host: HostCalls, request: bytes) -> bytes:
+    try:
+        body = json.loads(request.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        return _json_bytes({"error": f"infer request is not UTF-8 JSON: {exc}"})
+    try:
+        return _json_bytes(host.infer(body))
+    except ValueError as exc:
+        return _json_bytes({"error": str(exc)})
+
+
+def _json_bytes(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode("utf-8")
+
+
+def _crashed(request: StepRequest, died: _Died, attempts: int, extra: str = "") -> StepResult:
+    detail = (f"agent {request.agent!r} step {request.step}: its worker died {attempts} "
+              f"times ({_how(died)}) {extra}").strip()
+    return StepResult(state=None, fault=Fault("crashed", detail, {"signal": died.signal}))
+
+
+def _how(died: _Died) -> str:
+    if died.signal is not None:
+        return f"signal {died.signal}"
+    return f"exit code {died.exitcode}"
+
+
+def _load_error(module: _Module, meta: dict[str, Any]) -> InvalidModule:
+    if meta.get("error") == "capability":
+        return CapabilityError(module.source, str(meta.get("name")),
+                               tuple(str(g) for g in meta.get("granted", ())),
+                               via=meta.get("via"))
+    return InvalidModule(module.source, str(meta.get("reason", "unknown reason")))
+
+
+def _module_bytes(source: str | Path | bytes) -> tuple[bytes, str]:
+    """(wasm binary, label for messages). WAT text is assembled in the kernel (a parser, no
+    code runs). Raises ConfigError for a missing file, InvalidModule for bad WAT."""
+    if isinstance(source, bytes | bytearray):
+        data, label = bytes(source), f"<{len(source)} bytes>"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"agent module {str(path)!r} does not exist; build it with "
+                              "`workbench build-agent SOURCE`")
+        data, label = path.read_bytes(), str(path)
+    if data.startswith(b"\0asm"):
+        return data, label
+    import wasmtime
+
+    try:
+        return bytes(wasmtime.wat2wasm(data.decode("utf-8"))), label
+    except (UnicodeDecodeError, wasmtime.WasmtimeError) as exc:
+        raise InvalidModule(label, f"not a wasm binary nor valid WAT: {exc}") from exc
+
+

@@ -1,0 +1,200 @@
+"""The worker process: hosts many agents' compiled modules and runs their steps.
+
+The main thread only reads frames and routes them; every load and every step runs on its own
+thread from a bounded pool (``MAX_THREADS``), so an agent blocked in the host ``infer`` call
+never holds up the other agents of the same step in this worker (wasmtime releases the GIL
+while guest code runs). A host call is forwarded to the kernel as a ``HOST_CALL`` frame
+carrying the step's request id, and the step's thread waits for the matching ``HOST_REPLY``.
+
+Agents with the same module bytes and capabilities share one compiled module. Guest code never
+sees this process's state: each step gets a fresh instance (the sandbox's contract). When the
+kernel's end of the socket closes, the worker exits at once.
+
+Everything that touches the sandbox is in :func:`_compile` and :func:`_run_step`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import queue
+import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from workbench._wasm._frames import (
+    DEFAULT_MAX_FRAME,
+    Frame,
+    FrameReader,
+    FrameWriter,
+    Kind,
+    pack,
+    unpack,
+)
+from workbench.errors import CapabilityError, InvalidModule
+
+SANDBOX = "workbench._wasm._sandbox"
+"""The module that compiles and runs guests (read in the kernel when a worker starts)."""
+MAX_THREADS = 4096
+"""Steps and loads one worker runs at once; the pool never gives a worker more agents."""
+
+
+class HostCallFailed(RuntimeError):
+    """The kernel's host function raised; the step is abandoned (the kernel re-raises)."""
+
+
+def main(sock: socket.socket, cache_dir: str | None, max_frame: int = DEFAULT_MAX_FRAME,
+         sandbox: str = SANDBOX) -> None:
+    """Entry point of a worker process. Returns (and the process exits) when the kernel's end
+    of ``sock`` closes or it sends SHUTDOWN."""
+    global _sandbox
+    try:
+        _sandbox = importlib.import_module(sandbox)
+        _Worker(sock, cache_dir, max_frame).serve()
+    finally:
+        os._exit(0)  # do not wait for step threads parked in host calls
+
+
+class _Worker:
+    def __init__(self, sock: socket.socket, cache_dir: str | None, max_frame: int) -> None:
+        self._reader = FrameReader(sock, max_frame)
+        self._writer = FrameWriter(sock, max_frame)
+        self._cache_dir = cache_dir
+        self._agents: dict[int, Any] = {}  # agent id -> compiled module
+        self._modules: dict[tuple[str, tuple[str, ...]], Any] = {}
+        self._modules_lock = threading.Lock()
+        self._replies: dict[int, queue.SimpleQueue[bytes]] = {}
+        self._threads = ThreadPoolExecutor(MAX_THREADS, thread_name_prefix="wb-agent")
+
+    def serve(self) -> None:
+        while (frame := self._reader.read()) is not None:
+            if frame.kind is Kind.HOST_REPLY:
+                waiting = self._replies.get(frame.rid)
+                if waiting is not None:
+                    waiting.put(frame.payload)
+            elif frame.kind is Kind.STEP:
+                self._threads.submit(self._guard, self._step, frame)
+            elif frame.kind is Kind.LOAD:
+                self._threads.submit(self._guard, self._load, frame)
+            elif frame.kind is Kind.UNLOAD:
+                self._agents.pop(int(unpack(frame.payload)[0]["agent"]), None)
+            elif frame.kind is Kind.PING:
+                self._writer.write(Kind.PONG, frame.rid, frame.payload)
+            elif frame.kind is Kind.SHUTDOWN:
+                return
+
+    def _guard(self, handler: Any, frame: Frame) -> None:
+        try:
+            handler(frame)
+        except OSError:
+            os._exit(0)  # the kernel is gone
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def _load(self, frame: Frame) -> None:
+        meta, wasm = unpack(frame.payload)
+        caps = tuple(str(c) for c in meta["capabilities"])
+        key = (hashlib.sha256(wasm).hexdigest(), caps)
+        try:
+            compiled = self._compiled(key, wasm, str(meta["source"]))
+        except CapabilityError as exc:
+            reply = {"ok": False, "error": "capability", "name": exc.name,
+                     "granted": list(exc.granted), "via": exc.via, "reason": exc.reason}
+        except InvalidModule as exc:
+            reply = {"ok": False, "error": "invalid", "reason": exc.reason}
+        except Exception as exc:
+            reply = {"ok": False, "error": "invalid", "reason": f"{type(exc).__name__}: {exc}"}
+        else:
+            self._agents[int(meta["agent"])] = compiled
+            reply = {"ok": True}
+        self._writer.write(Kind.LOADED, frame.rid, pack(reply))
+
+    def _compiled(self, key: tuple[str, tuple[str, ...]], wasm: bytes, source: str) -> Any:
+        with self._modules_lock:
+            found = self._modules.get(key)
+        if found is None:
+            found = _compile(wasm, source, key[1], self._cache_dir)
+            with self._modules_lock:
+                found = self._modules.setdefault(key, found)
+        return found
+
+    # -- stepping ----------------------------------------------------------------------------
+
+    def _step(self, frame: Frame) -> None:
+        meta, input_json = unpack(frame.payload)
+        agent = self._agents.get(int(meta["agent"]))
+        if agent is None:
+            fault = {"kind": "fault", "detail": "agent is not loaded in this worker", "data": {}}
+            self._writer.write(Kind.FAULT, frame.rid, pack(fault))
+            return
+        host = _ForwardingHost(self, frame.rid)
+        self._replies[frame.rid] = host.inbox
+        try:
+            kind, meta, output = _run_step(agent, input_json, host, meta)
+        except HostCallFailed as exc:  # the kernel re-raises the host's own exception
+            kind, meta, output = Kind.FAULT, {"kind": "fault", "detail": str(exc)}, b""
+        finally:
+            self._replies.pop(frame.rid, None)
+        self._writer.write(kind, frame.rid, pack(meta, output))
+
+    def call_host(self, rid: int, inbox: queue.SimpleQueue[bytes], fn: str,
+                  arg: bytes) -> bytes:
+        self._writer.write(Kind.HOST_CALL, rid, pack({"fn": fn}, arg))
+        meta, blob = unpack(inbox.get())
+        if not meta.get("ok"):
+            raise HostCallFailed(f"host.{fn} failed in the kernel: {meta.get('error')}")
+        return blob
+
+
+class _ForwardingHost:
+    """The sandbox's bytes-level GuestHost for one step: every call goes to the kernel."""
+
+    def __init__(self, worker: _Worker, rid: int) -> None:
+        self._worker = worker
+        self._rid = rid
+        self.inbox: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+
+    def _call(self, fn: str, arg: bytes = b"") -> bytes:
+        return self._worker.call_host(self._rid, self.inbox, fn, arg)
+
+    def infer(self, request: bytes) -> bytes:
+        return self._call("infer", request)
+
+    def log(self, text: bytes) -> None:
+        self._call("log", text)
+
+    def random(self) -> int:
+        return int.from_bytes(self._call("random"), "little")
+
+    def now(self) -> int:
+        return int.from_bytes(self._call("now"), "little")
+
+
+# -- the sandbox, behind two functions ---------------------------------------------------------
+
+_sandbox: Any = None  # the SANDBOX module, imported by main()
+
+
+def _compile(wasm: bytes, source: str, capabilities: tuple[str, ...],
+             cache_dir: str | None) -> Any:
+    """Compile (or load from the disk cache) one module. Raises InvalidModule."""
+    return _sandbox.compile_module(wasm, source=source, capabilities=capabilities,
+                                   cache_dir=None if cache_dir is None else Path(cache_dir))
+
+
+def _run_step(agent: Any, input_json: bytes, host: _ForwardingHost,
+              limits: dict[str, Any]) -> tuple[Kind, dict[str, Any], bytes]:
+    """Run one step: (RESULT, outcome fields, output) or (FAULT, fault as JSON, b"").
+    Raises HostCallFailed if a host call failed in the kernel."""
+    outcome = _sandbox.run_step(
+        agent, input_json, host, fuel=int(limits["fuel"]),
+        memory_bytes=int(limits["memory_bytes"]), timeout_s=float(limits["timeout_s"]),
+        max_output_bytes=int(limits["max_output_bytes"]))
+    if outcome.fault is not None:
+        return Kind.FAULT, outcome.fault.to_json(), b""
+    fields = {"fuel_consumed": outcome.fuel_consumed, "memory_size": outcome.memory_size,
+              "memory_at_limit": outcome.memory_at_limit, "host_calls": outcome.host_calls}
+    return Kind.RESULT, fields, outcome.output or b""
