@@ -15,6 +15,7 @@ and ``logits``; ORT must build a CPU session; one token must run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -81,6 +82,10 @@ class Validator:
         if proc.poll() is None:
             proc.kill()
         code = proc.wait()
+        for stream in (proc.stdin, proc.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):  # unflushed bytes to a dead child
+                    stream.close()
         self._proc = None
         self.restarts += 1
         if isinstance(exc, TimeoutError):
