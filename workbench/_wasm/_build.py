@@ -132,24 +132,32 @@ def _build_c(source: Path, out: Path) -> None:
     result = _run(c_command(clang, source, out), source, "clang")
     if result.returncode != 0:
         diagnostics = result.stdout + result.stderr
-        raise _c_missing_part(diagnostics) or AgentBuildError(
+        raise _c_missing_part(diagnostics, clang) or AgentBuildError(
             str(source), "clang", _tail(diagnostics))
 
 
-def _c_missing_part(diagnostics: str) -> ToolchainMissing | None:
+def _c_missing_part(diagnostics: str, clang: str) -> ToolchainMissing | None:
     """Tell a broken C toolchain from a broken source, by what clang could not find."""
     if re.search(r"'(stdlib|stdio|string|stdint|stddef)\.h' file not found", diagnostics):
         return ToolchainMissing("wasi-libc (the C library for wasm32-wasi)",
                                 "apt-get install wasi-libc, or set WORKBENCH_WASI_SYSROOT "
                                 "to a wasi-sysroot folder")
     if "libclang_rt.builtins-wasm32.a" in diagnostics:
-        version = re.search(r"llvm-(\d+)", diagnostics)
-        major = version.group(1) if version else "14"
         return ToolchainMissing("the wasm32 compiler-rt builtins",
-                                f"apt-get install libclang-rt-{major}-dev-wasm32")
+                                f"apt-get install libclang-rt-{_major(clang)}-dev-wasm32")
     if re.search(r'"?wasm-ld"?.*(not found|doesn\'t exist|No such file)', diagnostics):
         return ToolchainMissing("wasm-ld (the WebAssembly linker)", "apt-get install lld")
     return None
+
+
+def _major(clang: str) -> str:
+    """clang's major version ("14"), which Debian's compiler-rt package names carry."""
+    try:
+        version = subprocess.run([clang, "-dumpversion"], capture_output=True, text=True,
+                                 timeout=30, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        version = ""
+    return version.split(".")[0].strip() or "NN"
 
 
 # --- AssemblyScript ----------------------------------------------------------------------
