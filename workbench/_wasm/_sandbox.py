@@ -687,7 +687,8 @@ def _trap_site(trap: wasmtime.Trap) -> str:
         return ""
     top = frames[0]
     name = top.func_name or f"func[{top.func_index}]"
-    return f"{name}@{top.module_offset:#x}"
+    offset = top.module_offset
+    return name if offset >= _U64 else f"{name}@{offset:#x}"
 
 
 def _error_fault(exc: wasmtime.WasmtimeError) -> Fault:
