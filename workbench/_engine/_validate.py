@@ -72,7 +72,10 @@ class Validator:
             raise ModelLoadError(source, reason) from None
         if not line:
             raise ModelLoadError(source, self._kill_reason(proc, None))
-        reply: dict[str, Any] = json.loads(line)
+        try:
+            reply: dict[str, Any] = json.loads(line)
+        except ValueError:
+            raise ModelLoadError(source, self._kill_reason(proc, None)) from None
         if not reply.get("ok"):
             raise ModelLoadError(source, str(reply.get("reason", "unknown failure")))
         info: dict[str, Any] = reply.get("info", {})
@@ -272,7 +275,11 @@ def _serve() -> None:
 
     limit = int(os.environ.get("WORKBENCH_VALIDATOR_MEMORY", DEFAULT_MEMORY_BYTES))
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    out = sys.stdout.buffer
+    # Native code (ORT, protobuf) may print to fd 1: keep a private copy for the replies and
+    # point fd 1 at /dev/null.
+    out = os.fdopen(os.dup(1), "wb")
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
     for raw in sys.stdin.buffer:
         job = json.loads(raw)
         try:
