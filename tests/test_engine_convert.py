@@ -113,6 +113,16 @@ def test_prefill_one_sequence_both_mask_widths(tiny_model_exact: ModelFiles,
             assert np.abs(logits[0] - ref[: len(row)]).max() < 1e-4
 
 
+def test_prefill_in_chunks(tiny_model_exact: ModelFiles, row_refs: list[np.ndarray]) -> None:
+    sess, config = session(tiny_model_exact), tiny_model_exact.config
+    row, ref = ROWS[0] + NEXT, row_refs[0]
+    buffers = new_kv_buffers(config, 1, MAX_LEN)
+    run_shared(sess, buffers, np.asarray([row[:4]]), right_padded_mask([4], MAX_LEN))
+    logits = run_shared(sess, buffers, np.asarray([row[4:]]),
+                        right_padded_mask([len(row)], MAX_LEN))
+    assert np.abs(logits[0] - ref[4:]).max() < 1e-4
+
+
 def test_batched_prefill_then_decode_with_different_lengths(
         tiny_model_exact: ModelFiles, row_refs: list[np.ndarray]) -> None:
     sess, config = session(tiny_model_exact), tiny_model_exact.config

@@ -153,7 +153,8 @@ def test_mutated_gguf_files_never_crash_the_caller(tmp_path: Path) -> None:
     with Validator(timeout_s=20) as validator:
         for case in range(GGUF_CASES):
             source.write_bytes(_bytes_mutation(data, rng))
-            _tally(outcomes, lambda: validator.convert_gguf(
-                source, tmp_path / f"out{case}", "q4-int8act", "fuzz", "0" * 64))
+            out = tmp_path / f"out{case}"
+            _tally(outcomes, lambda out=out: validator.convert_gguf(
+                source, out, "q4-int8act", "fuzz", "0" * 64))
     assert sum(outcomes.values()) == GGUF_CASES
     assert outcomes["refused"] > GGUF_CASES // 4 and outcomes["loaded"] > 0, outcomes

@@ -5,8 +5,10 @@ the block scales) plus an exact block-minimum correction, Q8_0 becomes 8-bit Mat
 point 128), F16/F32 become MatMul. What differs between variants is only the arithmetic:
 
 * ``q4-int8act`` (default, fast): MatMulNBits ``accuracy_level=4`` quantises activations to
-  int8 per block (about 95% greedy top-1 agreement with an fp32 reference).
-* ``q4-fp32act`` (exact): fp32 activations, agrees with the fp32 reference to ~1e-4.
+  int8 per block. SmolLM2-135M: 92% teacher-forced top-1 agreement with the fp32 reference
+  (118/128 positions), ~12 ms per decoded token on 2 cores.
+* ``q4-fp32act`` (exact): fp32 activations; logits within ~2e-4 of the fp32 reference
+  (128/128 top-1), ~9x slower to decode. For verification.
 
 The output folder holds ``model.onnx`` (one file, no external data), ``tokenizer.json`` and
 ``workbench-model.json`` (see ``_model.write_manifest``).
