@@ -30,11 +30,18 @@ if [ -n "$missing" ]; then
     apt-get install -y --no-install-recommends $missing
 fi
 
+# The pinned AssemblyScript (0.27.x) runs on Node.js 18, Debian 12's version; 0.28 needs 20.
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$node_major" -lt 18 ]; then
+    echo "Node.js $(node --version) is too old for AssemblyScript; install Node.js 18 or newer" >&2
+    exit 1
+fi
+
 cd "$ROOT/examples/agents"
-if [ -f package-lock.json ]; then
-    npm ci --no-audit --no-fund --loglevel=error
-else
-    npm install --no-audit --no-fund --loglevel=error
+pinned=$(node -p 'require("./package.json").devDependencies.assemblyscript')
+installed=$(node -p 'try { require("./node_modules/assemblyscript/package.json").version } catch (e) { "" }')
+if [ "$installed" != "$pinned" ]; then
+    npm ci --no-audit --no-fund --loglevel=error  # exactly what package-lock.json pins
 fi
 
 clang --version | head -n 1

@@ -32,7 +32,7 @@ from workbench.errors import AgentBuildError, ConfigError, ToolchainMissing
 
 __all__ = ["ASSEMBLYSCRIPT_VERSION", "HEADER_DIR", "SOURCE_SUFFIXES", "build_agent"]
 
-ASSEMBLYSCRIPT_VERSION = "0.28.20"
+ASSEMBLYSCRIPT_VERSION = "0.27.37"
 """The AssemblyScript release the examples and tests are built with."""
 
 HEADER_DIR = Path(__file__).resolve().parent
