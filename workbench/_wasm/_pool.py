@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import itertools
-import json
 import os
 import queue
 import signal
@@ -58,6 +57,7 @@ from workbench._wasm._frames import (
     pack,
     unpack,
 )
+from workbench._wasm._local import load_wasm
 from workbench.errors import CapabilityError, ConfigError, FrameTooLarge, InvalidModule, RunClosed
 
 __all__ = ["PooledWasmExecutor", "WorkerPool"]
@@ -71,6 +71,7 @@ STEP_GRACE_S = 30.0
 MAX_REPLACE_TRIES = 5
 """Replacement workers started in a row (each dying while loading) before giving up."""
 _REAP_WAIT_S = 10.0
+_U64 = (1 << 64) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +156,7 @@ class _Connection:
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
         self._thread.join()
+        self._reader.close()
         self._sock.close()
 
     def _read_loop(self) -> None:
@@ -317,7 +319,11 @@ class WorkerPool:
         compiler), ConfigError (missing file, full pool), RunClosed (pool closed).
         """
         self._check_open()
-        wasm, label = _module_bytes(source)
+        unknown = sorted(set(capabilities) - set(HOST_CALLS))
+        if unknown:
+            raise ConfigError(f"unknown capabilities {unknown}; ABI v1 has {list(HOST_CALLS)}")
+        capabilities = tuple(c for c in HOST_CALLS if c in capabilities)
+        wasm, label = load_wasm(source)
         with self._lock:
             agent = next(self._agents)
         slot = self._slots[agent % len(self._slots)]
@@ -428,9 +434,7 @@ class PooledWasmExecutor:
         self._closed = False
 
     def identity(self) -> AgentIdentity:
-        return AgentIdentity(kind="wasm", hash=self._hash,
-                             config={"abi": _abi.ABI_VERSION,
-                                     "capabilities": list(self.capabilities)})
+        return _abi.agent_identity(self._hash, self.limits, self.capabilities)
 
     def step(self, request: StepRequest, host: HostCalls) -> StepResult:
         """Run one step in the worker. Raises RunClosed if the pool or executor is closed."""
@@ -458,6 +462,7 @@ class PooledWasmExecutor:
         rid = self._pool._next_rid()
         inbox = conn.open(rid)
         failure: BaseException | None = None
+        adapter = _abi.HostCallsAdapter(host)
         try:
             conn.send(Kind.STEP, rid, payload)
             while True:
@@ -467,7 +472,7 @@ class PooledWasmExecutor:
                     conn.kill()  # the worker went silent: treat it as a crash
                     continue
                 if isinstance(item, Frame) and item.kind is Kind.HOST_CALL:
-                    reply, error = _serve_host_call(item.payload, host)
+                    reply, error = _serve_host_call(item.payload, adapter)
                     failure = failure or error
                     conn.send(Kind.HOST_REPLY, rid, reply)
                     continue
@@ -501,38 +506,23 @@ class PooledWasmExecutor:
                 f"hash={self._hash[:12]}>")
 
 
-def _serve_host_call(payload: bytes, host: HostCalls) -> tuple[bytes, BaseException | None]:
+def _serve_host_call(payload: bytes, host: _abi.HostCallsAdapter
+                     ) -> tuple[bytes, BaseException | None]:
     """Run one forwarded host call: (reply payload, the exception the host raised)."""
     meta, arg = unpack(payload)
     fn = meta.get("fn")
     try:
         if fn == "infer":
-            return pack({"ok": True}, _infer_bytes(host, arg)), None
+            return pack({"ok": True}, host.infer(arg)), None
         if fn == "log":
-            host.log(arg.decode("utf-8", errors="replace"))
+            host.log(arg)
             return pack({"ok": True}), None
         if fn in ("random", "now"):
             value = host.random() if fn == "random" else host.now()
-            return pack({"ok": True}, int(value).to_bytes(8, "little")), None
+            return pack({"ok": True}, (value & _U64).to_bytes(8, "little")), None
         raise ValueError(f"worker asked for unknown host call {fn!r}")
-    except Exception as exc:
+    except Exception as exc:  # re-raised from step() once the worker has unwound
         return pack({"ok": False, "error": f"{type(exc).__name__}: {exc}"}), exc
-
-
-def _infer_bytes(host: HostCalls, request: bytes) -> bytes:
-    try:
-        body = json.loads(request.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        return _json_bytes({"error": f"infer request is not UTF-8 JSON: {exc}"})
-    try:
-        return _json_bytes(host.infer(body))
-    except ValueError as exc:
-        return _json_bytes({"error": str(exc)})
-
-
-def _json_bytes(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
 
 
 def _crashed(request: StepRequest, died: _Died, attempts: int, extra: str = "") -> StepResult:
@@ -553,26 +543,3 @@ def _load_error(module: _Module, meta: dict[str, Any]) -> InvalidModule:
                                tuple(str(g) for g in meta.get("granted", ())),
                                via=meta.get("via"))
     return InvalidModule(module.source, str(meta.get("reason", "unknown reason")))
-
-
-def _module_bytes(source: str | Path | bytes) -> tuple[bytes, str]:
-    """(wasm binary, label for messages). WAT text is assembled in the kernel (a parser, no
-    code runs). Raises ConfigError for a missing file, InvalidModule for bad WAT."""
-    if isinstance(source, bytes | bytearray):
-        data, label = bytes(source), f"<{len(source)} bytes>"
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise ConfigError(f"agent module {str(path)!r} does not exist; build it with "
-                              "`workbench build-agent SOURCE`")
-        data, label = path.read_bytes(), str(path)
-    if data.startswith(b"\0asm"):
-        return data, label
-    import wasmtime
-
-    try:
-        return bytes(wasmtime.wat2wasm(data.decode("utf-8"))), label
-    except (UnicodeDecodeError, wasmtime.WasmtimeError) as exc:
-        raise InvalidModule(label, f"not a wasm binary nor valid WAT: {exc}") from exc
-
-
