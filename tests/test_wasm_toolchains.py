@@ -72,7 +72,8 @@ def ok(result: StepResult) -> StepResult:
 
 
 @toolchain
-@pytest.mark.parametrize("name", ["counter.c", "critic.c", "probe.c", "greeter.ts"])
+@pytest.mark.parametrize("name", ["counter.c", "critic.c", "probe.c", "greeter.ts",
+                                  "summarizer.ts"])
 def test_example_is_an_abi_v1_module(built: Build, name: str) -> None:
     module = wasmtime.Module(wasmtime.Engine(), built(name).read_bytes())
     exports = {e.name for e in module.exports}
@@ -174,6 +175,35 @@ def test_assemblyscript_greeter_replies_to_each_sender(built: Build, executor: C
     ]
     assert result.state == {"greeted": 7}
     assert host.values("log") == ['greeting Ada "Q" é😀', "greeting Bob"]
+
+
+@toolchain
+def test_assemblyscript_summarizer_uses_every_host_call(built: Build, executor: Callable[
+        ..., LocalWasmExecutor]) -> None:
+    agent = executor(built("summarizer.ts"), "summarizer", ("infer", "log", "random", "now"))
+    host = RecordingHost(step=5)
+    inbox = (message("alice", 0, {"text": "A long story."}),)
+    result = ok(agent.step(StepRequest("summarizer", 5, None, inbox), host))
+    assert [name for name, _ in host.calls] == ["now", "random", "infer"]
+    assert host.values("infer") == [{"messages": [
+        {"role": "user", "content": "Summarize in one line: A long story."}], "max_tokens": 32}]
+    assert [(o.to, o.payload) for o in result.outbox] == [
+        ("alice", {"summary": "too vague", "tokens": 2, "asked_at": 5_000_000_000,
+                   "ticket": str(host.values("random")[0])})]
+    assert result.state == {"summarized": 1}
+
+
+@toolchain
+def test_assemblyscript_summarizer_reports_a_refusal(built: Build, executor: Callable[
+        ..., LocalWasmExecutor]) -> None:
+    agent = executor(built("summarizer.ts"), "summarizer", ("infer", "log", "random", "now"))
+    host = RecordingHost(infer_reply={"error": "'max_tokens' must be between 1 and 8"})
+    result = ok(agent.step(StepRequest("summarizer", 0, {"summarized": 2},
+                                       (message("bob", 0, "text"),)), host))
+    assert [(o.to, o.payload) for o in result.outbox] == [
+        ("bob", {"error": "'max_tokens' must be between 1 and 8"})]
+    assert host.values("log") == ["summary refused: 'max_tokens' must be between 1 and 8"]
+    assert result.state == {"summarized": 3}
 
 
 @toolchain
