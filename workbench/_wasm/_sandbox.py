@@ -397,6 +397,16 @@ class _Step:
         left = max(0.0, self.timeout_s - guest_seconds)
         self.store.set_epoch_deadline(math.ceil(left / TICK_S) + 1)
 
+    def call_host(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Call the host; the time it takes does not count against the guest's deadline,
+        which is re-armed before the guest runs again (even inside this host function)."""
+        started = time.monotonic()
+        try:
+            return fn(*args)
+        finally:
+            self.host_seconds += time.monotonic() - started
+            self.arm_deadline()
+
     # -- guest memory
 
     def mem(self) -> wasmtime.Memory:
@@ -463,7 +473,6 @@ def _host_function(default: int | None) -> Callable[[Callable[..., int | None]],
             step: _Step | None = getattr(_current, "step", None)
             if step is None or step.halted:
                 return default
-            started = time.monotonic()
             try:
                 step.calls += 1
                 if step.calls > MAX_HOST_CALLS:
@@ -477,10 +486,6 @@ def _host_function(default: int | None) -> Callable[[Callable[..., int | None]],
                 step.stop(_trap_fault(trap, step))
             except BaseException as exc:  # the host failed: not the guest's fault
                 step.fail_host(exc)
-            finally:
-                step.host_seconds += time.monotonic() - started
-                if not step.halted:
-                    step.arm_deadline()
             return default
 
         host_function.__name__ = impl.__name__
@@ -501,7 +506,7 @@ def _pack(ptr: int, length: int) -> int:
 @_host_function(default=0)
 def _host_infer(step: _Step, ptr: int, length: int) -> int:
     request = step.read(ptr & 0xFFFFFFFF, length & 0xFFFFFFFF, "the host.infer request")
-    result = bytes(step.host.infer(request))
+    result = bytes(step.call_host(step.host.infer, request))
     if len(result) > MAX_HOSTCALL_BYTES:
         result = b'{"error":"the inference result is over the host-call limit of 1 MiB"}'
     out = step.deliver(result, "the host.infer result")
@@ -510,18 +515,19 @@ def _host_infer(step: _Step, ptr: int, length: int) -> int:
 
 @_host_function(default=None)
 def _host_log(step: _Step, ptr: int, length: int) -> None:
-    step.host.log(step.read(ptr & 0xFFFFFFFF, length & 0xFFFFFFFF, "the host.log line"))
+    text = step.read(ptr & 0xFFFFFFFF, length & 0xFFFFFFFF, "the host.log line")
+    step.call_host(step.host.log, text)
     return None
 
 
 @_host_function(default=0)
 def _host_random(step: _Step) -> int:
-    return _to_i64(step.host.random())
+    return _to_i64(step.call_host(step.host.random))
 
 
 @_host_function(default=0)
 def _host_now(step: _Step) -> int:
-    return _to_i64(step.host.now())
+    return _to_i64(step.call_host(step.host.now))
 
 
 @_host_function(default=_ERRNO_FAULT)
@@ -529,7 +535,7 @@ def _wasi_random_get(step: _Step, ptr: int, length: int) -> int:
     ptr, length = ptr & 0xFFFFFFFF, length & 0xFFFFFFFF
     if length > MAX_RANDOM_GET_BYTES:
         return _ERRNO_INVAL
-    words = [step.host.random() & _U64 for _ in range((length + 7) // 8)]
+    words = [step.call_host(step.host.random) & _U64 for _ in range((length + 7) // 8)]
     step.calls += max(0, len(words) - 1)
     data = b"".join(struct.pack("<Q", w) for w in words)[:length]
     return 0 if step.write(ptr, data) else _ERRNO_FAULT
@@ -539,7 +545,7 @@ def _wasi_random_get(step: _Step, ptr: int, length: int) -> int:
 def _wasi_clock_time_get(step: _Step, clock_id: int, precision: int, ptr: int) -> int:
     if not 0 <= clock_id <= 3:
         return _ERRNO_INVAL
-    data = struct.pack("<Q", step.host.now() & _U64)
+    data = struct.pack("<Q", step.call_host(step.host.now) & _U64)
     return 0 if step.write(ptr & 0xFFFFFFFF, data) else _ERRNO_FAULT
 
 
