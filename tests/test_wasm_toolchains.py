@@ -21,7 +21,7 @@ import wasmtime
 import workbench as wb
 from tests.wasm_examples import EXAMPLES, RecordingHost, build_or_fail
 from workbench._types import Limits, Message, StepRequest, StepResult
-from workbench._wasm._build import ASSEMBLYSCRIPT_VERSION, build_agent
+from workbench._wasm._build import ASSEMBLYSCRIPT_VERSION, build_agent, toolchains
 from workbench._wasm._local import LocalWasmExecutor
 from workbench.cli import main
 from workbench.errors import AgentBuildError, ConfigError, ToolchainMissing
@@ -312,6 +312,26 @@ def test_missing_asc_says_how_to_install_it(tmp_path: Path,
     with pytest.raises(ToolchainMissing, match=rf"npm install --prefix <agent folder> "
                                                rf"assemblyscript@{ASSEMBLYSCRIPT_VERSION}"):
         build_agent(source)
+
+
+def test_toolchains_says_what_is_missing(tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    for name in ("WORKBENCH_CLANG", "WORKBENCH_ASC"):
+        monkeypatch.delenv(name, raising=False)
+    found = toolchains(tmp_path)
+    assert found["wat"] == "wasmtime.wat2wasm (built in)"
+    assert found["c"].startswith("not found: install the C toolchain for agents: apt-get")
+    assert found["assemblyscript"].startswith("not found: install it next to the agent: npm")
+
+
+@toolchain
+def test_toolchains_finds_the_installed_ones(built: Build) -> None:
+    built("counter.c")
+    built("greeter.ts")
+    found = toolchains(EXAMPLES)
+    assert Path(found["c"]).name.startswith("clang")
+    assert found["assemblyscript"].endswith("assemblyscript/bin/asc.js")
 
 
 @toolchain

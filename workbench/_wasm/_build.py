@@ -30,7 +30,8 @@ import wasmtime
 
 from workbench.errors import AgentBuildError, ConfigError, ToolchainMissing
 
-__all__ = ["ASSEMBLYSCRIPT_VERSION", "HEADER_DIR", "SOURCE_SUFFIXES", "build_agent"]
+__all__ = ["ASSEMBLYSCRIPT_VERSION", "HEADER_DIR", "SOURCE_SUFFIXES", "build_agent",
+           "find_asc", "find_clang", "toolchains"]
 
 ASSEMBLYSCRIPT_VERSION = "0.27.37"
 """The AssemblyScript release the examples and tests are built with."""
@@ -87,6 +88,25 @@ def build_agent(source: Path | str, output: Path | str | None = None) -> Path:
     with _atomic_output(out) as tmp:
         builder(src, tmp)
     return out
+
+
+def toolchains(near: Path | None = None) -> dict[str, str]:
+    """What ``build_agent`` would use, per language: the command, or why it is missing.
+
+    ``near`` is where an AssemblyScript source would live (default: the current folder).
+    Never raises; for ``workbench doctor``.
+    """
+    found = {"wat": "wasmtime.wat2wasm (built in)"}
+    probes: dict[str, Callable[[], object]] = {
+        "c": find_clang,
+        "assemblyscript": lambda: " ".join(find_asc((near or Path.cwd()) / "agent.ts")),
+    }
+    for language, probe in probes.items():
+        try:
+            found[language] = str(probe())
+        except ToolchainMissing as err:
+            found[language] = f"not found: {err.install}"
+    return found
 
 
 # --- WAT ---------------------------------------------------------------------------------
