@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -147,3 +148,40 @@ def test_cli_import_list_info(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert info["config"]["num_layers"] == 2 and info["chat_template"] is True
     assert main(["models", "import", str(tmp_path / "nope.gguf"), "--cache", cache]) == 1
     assert "no such file" in capsys.readouterr().err
+
+
+def test_a_crashing_loader_is_reported_and_replaced(tiny_model: ModelFiles) -> None:
+    crash = [sys.executable, "-c", "import os, sys; sys.stdin.readline(); os.abort()"]
+    with Validator(command=crash) as validator:
+        with pytest.raises(ModelLoadError, match="SIGABRT"):
+            validator.check_onnx(tiny_model.onnx_path)
+        validator.command = Validator().command
+        assert validator.check_onnx(tiny_model.onnx_path)["layers"] == 2
+        assert validator.restarts == 1
+
+
+def _greedy_graph(folder: Path) -> Path:
+    """A decoder-shaped graph whose logits ask for 3 GiB."""
+    f, i64 = TensorProto.FLOAT, TensorProto.INT64
+    inputs = [helper.make_tensor_value_info("input_ids", i64, [1, 1]),
+              helper.make_tensor_value_info("attention_mask", i64, [1, 1])]
+    inputs += [helper.make_tensor_value_info(f"past_key_values.0.{p}", f, [1, 1, "p", 16])
+               for p in ("key", "value")]
+    outputs = [helper.make_tensor_value_info("logits", f, None)]
+    outputs += [helper.make_tensor_value_info(f"present.0.{p}", f, None) for p in ("key", "value")]
+    nodes = [helper.make_node("ConstantOfShape", ["shape"], ["logits"]),
+             helper.make_node("Identity", ["past_key_values.0.key"], ["present.0.key"]),
+             helper.make_node("Identity", ["past_key_values.0.value"], ["present.0.value"])]
+    shape = onnx.numpy_helper.from_array(np.array([1, 1, 3 << 28], np.int64), "shape")
+    graph = helper.make_graph(nodes, "greedy", inputs, outputs, initializer=[shape])
+    folder.mkdir()
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+              str(folder / "model.onnx"))
+    return folder / "model.onnx"
+
+
+def test_a_huge_allocation_hits_the_memory_limit(tmp_path: Path) -> None:
+    path = _greedy_graph(tmp_path / "greedy")
+    with Validator(memory_bytes=2 << 30) as validator, \
+            pytest.raises(ModelLoadError, match=r"Arena|exited|MemoryError"):
+        validator.check_onnx(path)

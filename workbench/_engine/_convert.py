@@ -64,19 +64,22 @@ def convert_gguf(gguf_path: Path, folder: Path, *, variant: str = DEFAULT_VARIAN
     if variant not in VARIANTS:
         raise ConfigError(f"unknown model variant {variant!r}; use one of {sorted(VARIANTS)}")
     name = model_id or gguf_path.stem
-    with tqdm(total=5, desc=f"converting {name}", unit="step", disable=not progress,
-              leave=False) as bar:
+    with tqdm(total=100, desc=f"converting {name} to ONNX", unit="%", disable=not progress,
+              bar_format="{l_bar}{bar}| {elapsed}") as bar:
         sha = source_sha256 or file_sha256(gguf_path)
-        bar.update()
-        parsed = read_gguf(gguf_path, max_position=max_position)
-        bar.update()
+        bar.update(5)
+
+        def layer_done(done: int, total: int) -> None:
+            bar.update(5 + 75 * done // total - bar.n)
+
+        parsed = read_gguf(gguf_path, max_position=max_position, on_layer=layer_done)
         tokenizer = tokenizer_from_metadata(parsed.metadata, str(gguf_path))
         graph = build_llama_graph(parsed.config, parsed.weights,
                                   accuracy_level=VARIANTS[variant])
-        bar.update()
+        bar.update(85 - bar.n)
         folder.mkdir(parents=True, exist_ok=True)
         onnx.save_model(graph, str(folder / ONNX_NAME))
-        bar.update()
+        bar.update(95 - bar.n)
         tokenizer.save(str(folder / TOKENIZER_NAME))
         template = parsed.metadata.get("tokenizer.chat_template")
         files = ModelFiles(model_id=name, model_hash=variant_hash(sha, variant), folder=folder,
@@ -84,5 +87,5 @@ def convert_gguf(gguf_path: Path, folder: Path, *, variant: str = DEFAULT_VARIAN
                            chat_template=template if isinstance(template, str) else None,
                            config=parsed.config, variant=variant)
         write_manifest(files)
-        bar.update()
+        bar.update(100 - bar.n)
     return files

@@ -7,6 +7,7 @@ a file that is not GGUF, is truncated, or lacks a key or tensor the architecture
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,12 @@ class GGUFModel:
     metadata: dict[str, Any]  # scalar and string-list metadata (tokenizer.*, general.*)
 
 
-def read_gguf(path: Path, *, max_position: int | None = None) -> GGUFModel:
-    """Parse ``path``. Raises ModelLoadError for malformed, truncated or unsupported files."""
+def read_gguf(path: Path, *, max_position: int | None = None,
+              on_layer: Callable[[int, int], None] | None = None) -> GGUFModel:
+    """Parse ``path``. Raises ModelLoadError for malformed, truncated or unsupported files.
+
+    ``on_layer(done, total)`` is called after each decoder block's weights are re-encoded.
+    """
     try:
         import gguf
 
@@ -47,7 +52,7 @@ def read_gguf(path: Path, *, max_position: int | None = None) -> GGUFModel:
         metadata = _metadata(reader)
         config = _config(metadata, max_position)
         tensors = {t.name: t for t in reader.tensors}
-        weights = _weights(tensors, config)
+        weights = _weights(tensors, config, on_layer)
     except ModelLoadError as exc:
         raise ModelLoadError(str(path), exc.reason) from exc
     except Exception as exc:
@@ -112,7 +117,8 @@ def _config(meta: dict[str, Any], max_position: int | None) -> ModelConfig:
         context_length=context)
 
 
-def _weights(tensors: dict[str, Any], config: ModelConfig) -> LlamaWeights:
+def _weights(tensors: dict[str, Any], config: ModelConfig,
+             on_layer: Callable[[int, int], None] | None) -> LlamaWeights:
     h, kvd, ff = config.hidden_size, config.num_kv_heads * config.head_dim, \
         config.intermediate_size
 
@@ -136,6 +142,8 @@ def _weights(tensors: dict[str, Any], config: ModelConfig) -> LlamaWeights:
             down=lin(f"{p}.ffn_down.weight", h, ff),
             q_bias=vec(f"{p}.attn_q.bias", h, False), k_bias=vec(f"{p}.attn_k.bias", kvd, False),
             v_bias=vec(f"{p}.attn_v.bias", kvd, False)))
+        if on_layer is not None:
+            on_layer(i + 1, config.num_layers)
     head = lin("output.weight", config.vocab_size, h) if "output.weight" in tensors else None
     return LlamaWeights(embedding=lin("token_embd.weight", config.vocab_size, h),
                         layers=layers, final_norm=_must(vec("output_norm.weight", h)),

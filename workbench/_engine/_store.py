@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from workbench._engine._convert import DEFAULT_VARIANT, VARIANTS, file_sha256, variant_hash
 from workbench._engine._model import MANIFEST, ModelConfig, ModelFiles, read_manifest
-from workbench._engine._validate import Validator
+from workbench._engine._validate import DEFAULT_MEMORY_BYTES, Validator
 from workbench.errors import ConfigError, ModelLoadError
 
 __all__ = ["DEFAULT_MODEL", "KNOWN_MODELS", "cache_root", "import_gguf", "list_models",
@@ -140,11 +140,10 @@ def import_gguf(path: Path, *, cache_dir: Path | None = None, model_id: str | No
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".import-", dir=target.parent))
     try:
-        with Validator(timeout_s=timeout_s) as validator, \
-                tqdm(total=1, desc=f"converting {path.name} to ONNX", disable=not progress,
-                     unit="model") as bar:
+        memory = max(DEFAULT_MEMORY_BYTES, 6 * path.stat().st_size)
+        with Validator(timeout_s=timeout_s, show_progress=progress,
+                       memory_bytes=memory) as validator:
             validator.convert_gguf(path, staging, variant, model_id or path.stem, sha)
-            bar.update()
         os.replace(staging, target)
     except OSError:
         if not (target / MANIFEST).is_file():  # another process won the race: fine
@@ -246,7 +245,9 @@ def load_onnx_folder(folder: Path, *, cache_dir: Path | None = None,
     if marker.is_file():
         info = json.loads(marker.read_text())
     else:
-        with Validator(timeout_s=timeout_s) as validator:
+        size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+        memory = max(DEFAULT_MEMORY_BYTES, 4 * size)
+        with Validator(timeout_s=timeout_s, memory_bytes=memory) as validator:
             info = validator.check_onnx(onnx_path)
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(json.dumps(info, sort_keys=True))

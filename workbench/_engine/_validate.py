@@ -43,9 +43,12 @@ class Validator:
     """
 
     def __init__(self, *, timeout_s: float = DEFAULT_TIMEOUT_S,
-                 memory_bytes: int = DEFAULT_MEMORY_BYTES) -> None:
+                 memory_bytes: int = DEFAULT_MEMORY_BYTES, show_progress: bool = False,
+                 command: list[str] | None = None) -> None:
         self.timeout_s = timeout_s
         self.memory_bytes = memory_bytes
+        self.show_progress = show_progress  # the child draws conversion bars on our stderr
+        self.command = command or [sys.executable, "-m", "workbench._engine._validate"]
         self._proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0
 
@@ -57,8 +60,8 @@ class Validator:
                      model_id: str, sha256: str) -> dict[str, Any]:
         """Convert ``path`` into ``folder`` in the child; then smoke-run the result there."""
         return self._job({"op": "gguf", "path": str(path), "folder": str(folder),
-                          "variant": variant, "model_id": model_id, "sha256": sha256},
-                         str(path))
+                          "variant": variant, "model_id": model_id, "sha256": sha256,
+                          "progress": self.show_progress}, str(path))
 
     def _job(self, job: dict[str, Any], source: str) -> dict[str, Any]:
         proc = self._ensure()
@@ -105,9 +108,8 @@ class Validator:
             env["WORKBENCH_VALIDATOR_MEMORY"] = str(self.memory_bytes)
             env["OMP_NUM_THREADS"] = "1"
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "workbench._engine._validate"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                env=env)
+                self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=None if self.show_progress else subprocess.DEVNULL, env=env)
         return self._proc
 
     def close(self) -> None:
@@ -217,7 +219,7 @@ def _io_summary(model: Any, path: Path) -> dict[str, Any]:
     elem = inputs[f"{PAST}0.key"].type.tensor_type.elem_type
     return {"layers": layers, "kv_heads": past[1], "head_dim": past[3],
             "position_ids": "position_ids" in inputs, "kv_dtype": int(elem),
-            "vocab": _dims(next(v for v in model.graph.output if v.name == "logits"))[-1]}
+            "vocab": None}  # filled in by the smoke run
 
 
 def _smoke_run(path: Path, info: dict[str, Any]) -> None:
@@ -259,7 +261,8 @@ def _convert_job(job: dict[str, Any]) -> dict[str, Any]:
     from workbench._engine._convert import convert_gguf
 
     files = convert_gguf(Path(job["path"]), Path(job["folder"]), variant=job["variant"],
-                         model_id=job["model_id"], source_sha256=job["sha256"])
+                         model_id=job["model_id"], source_sha256=job["sha256"],
+                         progress=bool(job.get("progress")))
     _smoke_run(files.onnx_path, check_onnx_info(files.onnx_path))
     return {"model_hash": files.model_hash}
 
