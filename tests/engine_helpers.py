@@ -15,8 +15,8 @@ import pytest
 from workbench._engine._model import ModelConfig, ModelFiles
 from workbench._engine._tiny import make_tiny_model
 
-__all__ = ["empty_past", "new_kv_buffers", "real_model", "run_shared", "tiny_model",
-           "tiny_model_exact"]
+__all__ = ["empty_past", "new_kv_buffers", "real_model", "real_model_exact", "run_shared",
+           "tiny_model", "tiny_model_exact"]
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +33,16 @@ def tiny_model_exact(tmp_path_factory: pytest.TempPathFactory) -> ModelFiles:
 
 @pytest.fixture(scope="session")
 def real_model() -> ModelFiles:
-    """The default SmolLM2 model (fetched and converted once into the user's cache)."""
+    """The default SmolLM2 model, default (fast) variant; fetched and converted once into the
+    user's cache ($WORKBENCH_CACHE)."""
+    from workbench._engine._store import DEFAULT_MODEL, resolve_model
+
+    return resolve_model(DEFAULT_MODEL, progress=False)
+
+
+@pytest.fixture(scope="session")
+def real_model_exact() -> ModelFiles:
+    """The default model in the exact variant (fp32 activations), for verification."""
     from workbench._engine._store import DEFAULT_MODEL, resolve_model
 
     return resolve_model(DEFAULT_MODEL, progress=False, variant="q4-fp32act")

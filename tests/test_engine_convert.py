@@ -10,7 +10,7 @@ import pytest
 from engine_helpers import (
     new_kv_buffers,
     prefill_logits,
-    real_model,
+    real_model_exact,
     right_padded_mask,
     run_shared,
     session,
@@ -25,7 +25,7 @@ from workbench._engine._reference import reference_logits
 from workbench._engine._tiny import write_tiny_gguf
 from workbench.errors import ConfigError, ModelLoadError
 
-__all__ = ["real_model", "tiny_model", "tiny_model_exact"]  # fixtures used by name
+__all__ = ["real_model_exact", "tiny_model", "tiny_model_exact"]  # fixtures used by name
 
 IDS = [1, 5, 100, 200, 7, 8, 9, 300, 2, 45, 17, 260, 33, 34, 290, 11]
 
@@ -177,12 +177,12 @@ def agreement(files: ModelFiles, ids: list[int], source: Path) -> float:
 
 @pytest.mark.model
 @pytest.mark.slow
-def test_real_model_exact_variant_agrees_with_reference(real_model: ModelFiles) -> None:
+def test_real_model_exact_variant_agrees_with_reference(real_model_exact: ModelFiles) -> None:
     from tokenizers import Tokenizer
 
     from workbench._engine._store import KNOWN_MODELS, cache_root
 
-    ids = Tokenizer.from_file(str(real_model.tokenizer_path)).encode(TEXT).ids[:128]
+    ids = Tokenizer.from_file(str(real_model_exact.tokenizer_path)).encode(TEXT).ids[:128]
     assert len(ids) == 128
     source = cache_root() / "sources" / Path(KNOWN_MODELS["smollm2-135m-instruct"].member).name
-    assert agreement(real_model, ids, source) >= 0.99
+    assert agreement(real_model_exact, ids, source) >= 0.99
