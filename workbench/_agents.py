@@ -73,8 +73,9 @@ def make_executor(name: str, agent: Any, *, limits: Limits, capabilities: tuple[
 
             return LocalWasmExecutor(module, name=name, limits=limits,
                                      capabilities=capabilities)
-        return shared_pool(workers).executor(module, name=name, limits=limits,
-                                             capabilities=capabilities)
+        pooled: Executor = shared_pool(workers).executor(module, name=name, limits=limits,
+                                                         capabilities=capabilities)
+        return pooled
     if isinstance(agent, Executor):
         return agent
     if callable(agent):

@@ -6,8 +6,8 @@ import argparse
 import collections
 import importlib.metadata
 import platform
-import shutil
 import sys
+from pathlib import Path
 from typing import Any
 
 from workbench.errors import WorkbenchError
@@ -113,8 +113,8 @@ def _doctor(args: argparse.Namespace) -> int:
         print(f"  device       {ort.get_device()}")
     except ImportError:
         pass
-    for tool, hint in (("clang", "apt-get install clang lld wasi-libc"),
-                       ("asc", "npm install assemblyscript")):
-        found = shutil.which(tool)
-        print(f"  {tool:12} {found or 'not found (' + hint + ')'}")
+    from workbench._wasm._build import toolchains
+
+    for language, found in toolchains(Path("examples/agents")).items():
+        print(f"  {language:14} {found}")
     return 0

@@ -468,12 +468,12 @@ class _Background:
             return not self._finished and not self._paused
 
     def _main(self, steps: int | None, until: Callable[[Run], bool] | None) -> None:
+        summary: RunSummary | None = None
+        error: BaseException | None = None
         try:
             summary = self._run._drive(steps, until, self)
-        except BaseException as exc:
-            summary, error = None, exc
-        else:
-            error = None
+        except BaseException as exc:  # re-raised in wait()
+            error = exc
         with self._cond:
             self._summary, self._error, self._finished = summary, error, True
             self._cond.notify_all()
