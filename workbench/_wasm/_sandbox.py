@@ -117,10 +117,17 @@ class _Ticker:
             self._active -= 1
 
     def _loop(self) -> None:
+        """Tick on a fixed schedule: a late wake-up catches up instead of drifting."""
+        next_tick = time.monotonic()
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._active > 0)
-            time.sleep(TICK_S)
+                if self._active == 0:
+                    self._cond.wait_for(lambda: self._active > 0)
+                    next_tick = time.monotonic()
+            next_tick += TICK_S
+            delay = next_tick - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
             self._engine.increment_epoch()
 
 
