@@ -34,8 +34,9 @@ def _reference(files: ModelFiles, ids: list[int]) -> np.ndarray:
     return reference_logits(files.config, read_gguf(files.folder / "tiny.gguf").weights, ids)
 
 
-def test_q4_1_and_q8_0_are_reencoded_bit_exactly(tmp_path: Path) -> None:
-    path = write_tiny_gguf(tmp_path / "t.gguf")
+@pytest.mark.parametrize("matrix_type", ["Q4_1", "Q4_0"])
+def test_quantised_matrices_are_reencoded_bit_exactly(tmp_path: Path, matrix_type: str) -> None:
+    path = write_tiny_gguf(tmp_path / "t.gguf", matrix_type=matrix_type)
     tensors = {t.name: t for t in gguf.GGUFReader(str(path)).tensors}
     weights = read_gguf(path).weights
     for name, linear in (("blk.0.attn_q.weight", weights.layers[0].q),
@@ -62,7 +63,7 @@ def test_fast_variant_is_close_to_reference(tiny_model: ModelFiles) -> None:
     assert np.abs(got - ref).max() < 0.1 * float(np.abs(ref).max())
 
 
-@pytest.mark.parametrize("matrix_type", ["Q8_0", "F16", "F32"])
+@pytest.mark.parametrize("matrix_type", ["Q4_0", "Q8_0", "F16", "F32"])
 def test_other_supported_types_convert_exactly(tmp_path: Path, matrix_type: str) -> None:
     source = write_tiny_gguf(tmp_path / "tiny.gguf", matrix_type=matrix_type)
     files = convert_gguf(source, tmp_path, variant="q4-fp32act")

@@ -185,3 +185,12 @@ def test_a_huge_allocation_hits_the_memory_limit(tmp_path: Path) -> None:
     with Validator(memory_bytes=2 << 30) as validator, \
             pytest.raises(ModelLoadError, match=r"Arena|exited|MemoryError"):
         validator.check_onnx(path)
+
+
+def test_converted_folder_outside_the_cache_is_checked(tiny_model: ModelFiles,
+                                                      tmp_path: Path) -> None:
+    folder = Path(shutil.copytree(tiny_model.folder, tmp_path / "copy"))
+    assert resolve_model(folder, cache_dir=tmp_path / "cache").model_hash == tiny_model.model_hash
+    (folder / "model.onnx").write_bytes(b"\x08\x01garbage")
+    with pytest.raises(ModelLoadError, match="not a readable ONNX file"):
+        resolve_model(folder, cache_dir=tmp_path / "cache")

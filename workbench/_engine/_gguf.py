@@ -1,8 +1,9 @@
 """Read a Llama-family GGUF file: configuration, tokenizer metadata and weights.
 
-Supported tensor types: Q4_1, Q8_0 (both kept quantised, losslessly) and F16/F32. Anything
-else raises :class:`~workbench.errors.ModelLoadError` naming the tensor and its type. So does
-a file that is not GGUF, is truncated, or lacks a key or tensor the architecture needs.
+Supported tensor types: Q4_0, Q4_1, Q8_0 (kept quantised, losslessly) and F16/F32.
+Anything else raises :class:`~workbench.errors.ModelLoadError` naming the tensor and its
+type. So does a file that is not GGUF, is truncated, or lacks a key or tensor the
+architecture needs.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from workbench.errors import ModelLoadError
 __all__ = ["GGUFModel", "read_gguf"]
 
 ARCHITECTURES = ("llama", "mistral", "qwen2", "granite", "smollm")
-SUPPORTED_TYPES = ("Q4_1", "Q8_0", "F16", "F32")
+SUPPORTED_TYPES = ("Q4_0", "Q4_1", "Q8_0", "F16", "F32")
+BLOCK_BYTES = {"Q4_0": 18, "Q4_1": 20, "Q8_0": 34}
 MAX_CONTEXT = 131072  # rotary cache rows beyond this are refused (memory bound)
 
 
@@ -181,7 +183,7 @@ def _linear(tensor: Any, name: str, n_out: int, n_in: int) -> Linear:
     if kind not in SUPPORTED_TYPES:
         raise ModelLoadError("", f"tensor {name!r} has type {kind}, which the converter does "
                                  f"not support (supported: {', '.join(SUPPORTED_TYPES)}); "
-                                 "re-quantise the model to Q4_1 or Q8_0")
+                                 "re-quantise the model to Q4_0, Q4_1 or Q8_0")
     dims = [int(d) for d in tensor.shape]
     if dims != [n_in, n_out]:
         raise ModelLoadError("", f"tensor {name!r} has shape {dims}, expected {[n_in, n_out]}")
@@ -191,14 +193,16 @@ def _linear(tensor: Any, name: str, n_out: int, n_in: int) -> Linear:
     if n_in % BLOCK:
         raise ModelLoadError("", f"tensor {name!r}: row length {n_in} is not a multiple of 32")
     blocks = n_in // BLOCK
-    size = 20 if kind == "Q4_1" else 34
-    raw = np.ascontiguousarray(data, dtype=np.uint8).reshape(n_out, blocks, size)
+    raw = np.ascontiguousarray(data, dtype=np.uint8).reshape(n_out, blocks, BLOCK_BYTES[kind])
     scales = raw[..., 0:2].copy().view(np.float16)[..., 0].astype(np.float32)
     if kind == "Q8_0":
         q = raw[..., 2:].copy().view(np.int8).astype(np.int16) + 128
         return Linear("q8_0", n_out, n_in, q.astype(np.uint8), scales)
-    mins = raw[..., 2:4].copy().view(np.float16)[..., 0]
-    qs = raw[..., 4:]
+    has_min = kind == "Q4_1"
+    qs = raw[..., 4:] if has_min else raw[..., 2:]
     q = np.concatenate([qs & 0x0F, qs >> 4], axis=-1)  # element order 0..31
     packed = (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
+    if not has_min:
+        return Linear("q4_0", n_out, n_in, packed, scales)
+    mins = raw[..., 2:4].copy().view(np.float16)[..., 0]
     return Linear("q4_1", n_out, n_in, packed, scales, mins)

@@ -79,7 +79,7 @@ ACCURACY_INT8 = 4  # MatMulNBits quantises activations to int8 per block: fast
 ACCURACY_EXACT = 0  # fp32 activations: the dequantised weights are used exactly
 OPSET = 17
 
-LinearKind = Literal["q4_1", "q8_0", "float"]
+LinearKind = Literal["q4_0", "q4_1", "q8_0", "float"]
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,7 @@ class Linear:
     * ``q4_1``: ``data`` uint8 [n_out, n_in/32, 16] (MatMulNBits 4-bit layout, element ``2j`` in
       the low nibble of byte ``j``), ``scales`` float32 [n_out, n_in/32], ``mins`` float16
       [n_out, n_in/32]: ``W = scales * q + mins`` blockwise.
+    * ``q4_0``: as ``q4_1`` without mins: ``W = scales * (q - 8)``.
     * ``q8_0``: ``data`` uint8 [n_out, n_in/32, 32] holding ``q + 128``, ``scales`` float32:
       ``W = scales * (data - 128)``.
     * ``float``: ``data`` float32 [n_out, n_in].
@@ -111,6 +112,7 @@ class Linear:
         else:
             q = np.stack([self.data & 0x0F, self.data >> 4], axis=-1).reshape(
                 self.n_out, -1, BLOCK).astype(np.float32)
+            q = q - 8.0 if self.kind == "q4_0" else q
         w = q * self.scales[:, :, None]
         if self.mins is not None:
             w = w + self.mins.astype(np.float32)[:, :, None]
@@ -199,8 +201,9 @@ class _Builder:
     def _matmul_nbits(self, x: str, w: Linear, prefix: str) -> str:
         assert w.scales is not None
         blocks = w.n_in // BLOCK
-        if w.kind == "q4_1":
-            bits, zp = 4, np.zeros(w.n_out * ((blocks + 1) // 2), np.uint8)
+        if w.kind in ("q4_0", "q4_1"):  # 4-bit zero points, two per byte: 0 or 8
+            fill = 0x88 if w.kind == "q4_0" else 0
+            bits, zp = 4, np.full(w.n_out * ((blocks + 1) // 2), fill, np.uint8)
         else:
             bits, zp = 8, np.full((w.n_out, blocks), 128, np.uint8)
         b = self.init(f"{prefix}.qweight", w.data)

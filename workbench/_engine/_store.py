@@ -102,7 +102,10 @@ def _resolve_path(path: Path, root: Path, progress: bool, variant: str) -> Model
     if path.is_file() and path.suffix == ".onnx":
         path = path.parent
     if path.is_dir() and (path / MANIFEST).is_file():
-        return _read_folder(path)
+        files = _read_folder(path)
+        if path.resolve().parent != (root / "models").resolve():  # not written by us: check
+            _checked(files.onnx_path, files.tokenizer_path, root)
+        return files
     if path.is_dir():
         return load_onnx_folder(path, cache_dir=root)
     raise ModelLoadError(str(path), "expected a .gguf file, a .onnx file or a model folder")
@@ -237,26 +240,34 @@ def load_onnx_folder(folder: Path, *, cache_dir: Path | None = None,
     tokenizer = folder / "tokenizer.json"
     if not tokenizer.is_file():
         raise ModelLoadError(str(folder), "no tokenizer.json next to the ONNX graph")
-    digest = hashlib.sha256()
-    for part in (onnx_path, tokenizer):
-        digest.update(file_sha256(part).encode())
-    sha = digest.hexdigest()
-    marker = cache_root(cache_dir) / "checked" / f"{sha}.json"
-    if marker.is_file():
-        info = json.loads(marker.read_text())
-    else:
-        size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
-        memory = max(DEFAULT_MEMORY_BYTES, 4 * size)
-        with Validator(timeout_s=timeout_s, memory_bytes=memory) as validator:
-            info = validator.check_onnx(onnx_path)
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(json.dumps(info, sort_keys=True))
+    sha, info = _checked(onnx_path, tokenizer, cache_root(cache_dir), timeout_s)
     hf = {**_json(folder / "config.json"), **_genai(folder / "genai_config.json")}
     template = _json(folder / "tokenizer_config.json").get("chat_template")
     return ModelFiles(model_id=folder.name, model_hash=sha, folder=folder, onnx_path=onnx_path,
                       tokenizer_path=tokenizer,
                       chat_template=template if isinstance(template, str) else None,
                       config=_onnx_config(info, hf), variant="onnx")
+
+
+def _checked(onnx_path: Path, tokenizer: Path, root: Path,
+             timeout_s: float = 120.0) -> tuple[str, dict[str, Any]]:
+    """(content hash, I/O summary) of a graph, checked in a child once per content hash."""
+    digest = hashlib.sha256()
+    for part in (onnx_path, tokenizer):
+        digest.update(file_sha256(part).encode())
+    sha = digest.hexdigest()
+    marker = root / "checked" / f"{sha}.json"
+    if marker.is_file():
+        info: dict[str, Any] = json.loads(marker.read_text())
+        return sha, info
+    folder = onnx_path.parent
+    size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+    with Validator(timeout_s=timeout_s,
+                   memory_bytes=max(DEFAULT_MEMORY_BYTES, 4 * size)) as validator:
+        info = validator.check_onnx(onnx_path)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(info, sort_keys=True))
+    return sha, info
 
 
 def _single_onnx(folder: Path) -> Path:
