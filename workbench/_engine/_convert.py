@@ -1,8 +1,10 @@
 """Convert a Llama-family GGUF file to the workbench's ONNX graph, without torch.
 
 Lossless for the supported tensor types: Q4_1 matrices become 4-bit MatMulNBits (zero point 0,
-the block scales) plus an exact block-minimum correction, Q8_0 becomes 8-bit MatMulNBits (zero
-point 128), F16/F32 become MatMul. What differs between variants is only the arithmetic:
+the block scales) plus an exact block-minimum correction, Q4_0 4-bit MatMulNBits (zero point
+8), Q8_0 8-bit MatMulNBits (zero point 128; a Q8_0 embedding is gathered from the same bytes
+that the tied LM head multiplies), F16/F32 MatMul. What differs between variants is only
+the arithmetic:
 
 * ``q4-int8act`` (default, fast): MatMulNBits ``accuracy_level=4`` quantises activations to
   int8 per block. SmolLM2-135M: 92% teacher-forced top-1 agreement with the fp32 reference
