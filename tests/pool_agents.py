@@ -125,6 +125,13 @@ def counter_wasm(*, infer: bool = False, spin: int = 0) -> bytes:
     return bytes(wasmtime.wat2wasm(counter_wat(infer=infer, spin=spin)))
 
 
+def marked(marker: bytes) -> bytes:
+    """The counter agent with ``marker`` in a data segment (see tests/pool_fake_sandbox.py)."""
+    text = counter_wat().replace("(memory (export", f'(data (i32.const 64) "{marker.decode()}")'
+                                 "\n  (memory (export", 1)
+    return bytes(wasmtime.wat2wasm(text))
+
+
 Outcome = tuple[JSON, str, JSON, list[dict[str, JSON]]]
 """(state, status, fault as JSON or None, host calls as journaled) of one agent-step."""
 

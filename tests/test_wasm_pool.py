@@ -9,9 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-import wasmtime
 
-from tests.pool_agents import CAPS, counter_wasm, counter_wat, drive
+from tests.pool_agents import CAPS, counter_wasm, counter_wat, drive, marked
 from workbench._types import JSON, Executor, HostCalls, Limits, StepRequest
 from workbench._wasm import _worker
 from workbench._wasm._frames import FrameReader, FrameWriter, Kind, pack, unpack
@@ -144,19 +143,13 @@ def fake_compiler(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_worker, "SANDBOX", "tests.pool_fake_sandbox")
 
 
-def _marked(marker: bytes) -> bytes:
-    text = counter_wat().replace("(memory (export", f'(data (i32.const 64) "{marker.decode()}")'
-                                 "\n  (memory (export", 1)
-    return bytes(wasmtime.wat2wasm(text))
-
-
 def test_module_that_crashes_the_compiler_is_invalid_not_fatal(cache: Path,
                                                                fake_compiler: None) -> None:
     with WorkerPool(1, cache_dir=cache) as pool:
         survivor = pool.executor(counter_wasm(), name="survivor", capabilities=CAPS)
         before = drive({"survivor": survivor}, 2, seed=3)
         with pytest.raises(InvalidModule, match=r"crashed the worker process \(signal 6\)"):
-            pool.executor(_marked(b"crash-the-compiler"), name="evil", capabilities=CAPS)
+            pool.executor(marked(b"crash-the-compiler"), name="evil", capabilities=CAPS)
         assert pool.restarts == 2  # the crash, and the one retry that proves it was no fluke
         assert drive({"survivor": survivor}, 2, seed=3) == before
         assert "agents=1" in repr(pool)
@@ -166,7 +159,7 @@ def test_module_that_hangs_the_compiler_is_invalid_after_the_time_limit(
         cache: Path, fake_compiler: None) -> None:
     with WorkerPool(1, cache_dir=cache, compile_timeout_s=0.5) as pool:
         with pytest.raises(InvalidModule, match=r"longer than 0\.5 s"):
-            pool.executor(_marked(b"hang-the-compiler"), name="evil", capabilities=CAPS)
+            pool.executor(marked(b"hang-the-compiler"), name="evil", capabilities=CAPS)
         ok = pool.executor(counter_wasm(), name="ok", capabilities=CAPS)
         assert drive({"ok": ok}, 1, seed=0)[0]["ok"][2] is None
         assert pool.restarts == 1

@@ -14,10 +14,12 @@ that calling (scheduler) thread serves the guest's host calls itself, so an agen
 
 Crash recovery: a dead worker is seen as end-of-stream on its socket; its exit status gives
 the signal. The next step that needs it starts a replacement and loads the worker's agents
-again (state is host-held, so nothing else is restored). An interrupted step is sent again
-after ``host.restart()`` (host calls already answered are served again from memory). After
-``max_crashes`` crashes of the same step the step returns a ``crashed`` fault, so ``step``
-always returns. Compiling an untrusted module happens in a worker under a time limit: a module
+again (state is host-held, so nothing else is restored). An interrupted step is re-run after
+``host.restart()`` (host calls already answered are served again from memory) in a fresh
+single-use worker that hosts only that agent: an agent whose step kills its worker then takes
+its neighbours down once at most, and they never see a ``crashed`` fault, so results do not
+depend on which agents share a worker. After ``max_crashes`` crashes of the same step the
+step returns a ``crashed`` fault, so ``step`` always returns. Compiling an untrusted module happens in a worker under a time limit: a module
 that crashes or hangs the compiler is an :class:`~workbench.errors.InvalidModule`, never a
 dead kernel.
 """
@@ -199,6 +201,11 @@ class _Slot:
         with self.lock:
             return self.conn
 
+    def live(self) -> _Connection:
+        """The worker, replaced first if it is known to have died."""
+        with self.lock:
+            return self.replace(self.conn) if self.conn.died is not None else self.conn
+
     def replace(self, dead: _Connection) -> _Connection:
         """The live worker after ``dead`` died: started (and its agents loaded) by the first
         caller, reused by the others. Raises RunClosed, or RuntimeError if replacements keep
@@ -250,6 +257,16 @@ class _Slot:
             if not meta.get("ok"):
                 raise _load_error(module, meta)
             self.modules[module.agent] = module
+
+    def load_alone(self, conn: _Connection, agent: int) -> Frame | _Died:
+        """Load an assigned agent into a single-use worker; _Died if that fails."""
+        try:
+            reply = self._load_once(conn, self.modules[agent])
+        except InvalidModule:  # timed out: the worker is killed, _Died follows
+            return _Died(signal=None, exitcode=None)
+        if isinstance(reply, _Died) or unpack(reply.payload)[0].get("ok"):
+            return reply
+        return _Died(signal=None, exitcode=None)
 
     def _load_once(self, conn: _Connection, module: _Module) -> Frame | _Died:
         rid = self._pool._next_rid()
@@ -304,6 +321,8 @@ class WorkerPool:
         self._closed = False
         self._lock = threading.Lock()
         self._slots: list[_Slot] = []
+        self._alone: set[_Connection] = set()
+        self.reruns = 0
         try:
             for index in range(size):
                 self._slots.append(_Slot(self, index))
@@ -350,8 +369,10 @@ class WorkerPool:
         return sum(slot.restarts for slot in self._slots)
 
     def pids(self) -> list[int]:
-        """The current worker process ids, in slot order (for diagnostics and tests)."""
-        return [slot.current().pid for slot in self._slots]
+        """The worker process ids, in slot order, after replacing any known to be dead (for
+        diagnostics and tests). Raises RunClosed."""
+        self._check_open()
+        return [slot.live().pid for slot in self._slots]
 
     def worker_of(self, executor: PooledWasmExecutor) -> int:
         """The slot index that runs ``executor``'s agent."""
@@ -379,6 +400,10 @@ class WorkerPool:
             if self._closed:
                 return
             self._closed = True
+        with self._lock:
+            alone = list(self._alone)
+        for conn in alone:
+            conn.kill()
         for slot in self._slots:
             with slot.lock:
                 slot.conn.close()
@@ -392,7 +417,8 @@ class WorkerPool:
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return (f"<WorkerPool {state} workers={len(self._slots)} agents="
-                f"{sum(len(s.modules) for s in self._slots)} restarts={self.restarts}>")
+                f"{sum(len(s.modules) for s in self._slots)} restarts={self.restarts} "
+                f"reruns={self.reruns}>")
 
     # -- for slots and executors --------------------------------------------------------------
 
@@ -403,6 +429,15 @@ class WorkerPool:
     def _next_rid(self) -> int:
         with self._lock:
             return next(self._rids) & 0xFFFFFFFF
+
+    def _reruns_started(self, conn: _Connection) -> None:
+        with self._lock:
+            self._alone.add(conn)
+            self.reruns += 1
+
+    def _reruns_done(self, conn: _Connection) -> None:
+        with self._lock:
+            self._alone.discard(conn)
 
     def _start_worker(self, index: int) -> _Connection:
         args = {"cache_dir": self._cache_dir, "max_frame": self._max_frame,
@@ -437,25 +472,40 @@ class PooledWasmExecutor:
         return _abi.agent_identity(self._hash, self.limits, self.capabilities)
 
     def step(self, request: StepRequest, host: HostCalls) -> StepResult:
-        """Run one step in the worker. Raises RunClosed if the pool or executor is closed."""
+        """Run one step in the worker. Raises RunClosed if the pool or executor is closed.
+
+        A step whose worker died is re-run alone in a fresh single-use worker, so an agent
+        whose steps crash their worker gets the ``crashed`` fault, never its neighbours."""
         if self._closed:
             raise RunClosed(f"executor of agent {self.name!r}")
         self._pool._check_open()
         payload = pack(self._meta, _abi.encode_input(request))
-        for attempt in range(1, self._pool.max_crashes + 1):
-            conn = self._slot.current()
-            outcome = self._attempt(conn, payload, host)
-            if not isinstance(outcome, _Died):
-                return self._result(outcome)
-            if attempt == self._pool.max_crashes:
-                return _crashed(request, outcome, attempt)
+        outcome = self._attempt(self._slot.live(), payload, host)
+        crashes = 0
+        while isinstance(outcome, _Died):
+            crashes += 1
+            if crashes >= self._pool.max_crashes:
+                return _crashed(request, outcome, crashes)
             self._pool._check_open()
-            try:
-                self._slot.replace(conn)
-            except RuntimeError as exc:
-                return _crashed(request, outcome, attempt, str(exc))
             host.restart()
-        raise AssertionError("unreachable")
+            outcome = self._alone(payload, host)
+        return self._result(outcome)
+
+    def _alone(self, payload: bytes, host: HostCalls) -> Frame | _Died:
+        """One attempt in a single-use worker that hosts only this agent."""
+        try:
+            conn = self._pool._start_worker(-1)
+        except OSError:
+            return _Died(signal=None, exitcode=None)
+        self._pool._reruns_started(conn)
+        try:
+            loaded = self._slot.load_alone(conn, self._agent)
+            if isinstance(loaded, _Died):
+                return loaded
+            return self._attempt(conn, payload, host)
+        finally:
+            self._pool._reruns_done(conn)
+            conn.close()
 
     def _attempt(self, conn: _Connection, payload: bytes, host: HostCalls) -> Frame | _Died:
         """Send the step and serve its host calls until it ends or the worker dies."""
