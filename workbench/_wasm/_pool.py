@@ -19,9 +19,10 @@ again (state is host-held, so nothing else is restored). An interrupted step is 
 single-use worker that hosts only that agent: an agent whose step kills its worker then takes
 its neighbours down once at most, and they never see a ``crashed`` fault, so results do not
 depend on which agents share a worker. After ``max_crashes`` crashes of the same step the
-step returns a ``crashed`` fault, so ``step`` always returns. Compiling an untrusted module happens in a worker under a time limit: a module
-that crashes or hangs the compiler is an :class:`~workbench.errors.InvalidModule`, never a
-dead kernel.
+step returns a ``crashed`` fault, so ``step`` always returns.
+
+Compiling an untrusted module happens in a worker under a time limit: a module that crashes
+or hangs the compiler is an :class:`~workbench.errors.InvalidModule`, never a dead kernel.
 """
 
 from __future__ import annotations
