@@ -9,7 +9,8 @@ and present, so onnxruntime writes new keys in place and nothing is copied per s
 * Prefill: each sequence alone (B = 1), in one pass over its prompt, or in chunks of
   ``prefill_chunk`` tokens when that is configured (split prefill differs in the last bits,
   which is why it is part of the journaled engine configuration).
-* Decode: one ``[rows, 1]`` step for all active sequences, in agent order. A sequence that
+* Decode: one ``[rows, 1]`` step for all active sequences, in agent order, with a
+  right-padded mask as wide as the longest row (attention never looks past it). A sequence that
   finishes leaves the batch: the rows behind it move up (one copy per finished sequence).
 * Batching does not change a sequence's tokens: every operator of the graph computes each row
   on its own, which ``tests/test_engine_batching.py`` checks token for token. Graphs whose
@@ -136,10 +137,13 @@ class _SharedKvGroup:
         height = max(len(slots), layout.min_decode_rows)
         shape = (height, layout.kv_heads, width, layout.head_dim)
         self.kv = [np.zeros(shape, layout.kv_dtype) for _ in range(2 * layout.num_layers)]
-        self.mask = np.zeros((height, width), np.int64)
+        self.width = width
+        self.lengths = np.zeros(height, np.int64)  # tokens in each row's buffer
+        self.columns = np.arange(width, dtype=np.int64)
         self.ids = np.zeros((height, 1), np.int64)
         self.logits = np.zeros((height, 1, layout.vocab_size), np.float32)
         self.binding: Any = None
+        self._bound_rows = 0
 
     def run(self) -> None:
         for row, slot in enumerate(self.rows):
@@ -170,7 +174,7 @@ class _SharedKvGroup:
             if size >= prompt.shape[1]:
                 mask = np.ones((1, end), np.int64)
             else:
-                mask = np.zeros((1, self.mask.shape[1]), np.int64)
+                mask = np.zeros((1, self.width), np.int64)
                 mask[0, :end] = 1
             logits = np.empty((1, chunk.shape[1], self.layout.vocab_size), np.float32)
             binding.bind_ortvalue_input("input_ids", ort.OrtValue.ortvalue_from_numpy(chunk))
@@ -180,7 +184,6 @@ class _SharedKvGroup:
             last = logits[0, -1]
         assert last is not None
         slot.length = prompt.shape[1]
-        self.mask[row, : slot.length] = 1
         stats = self.ctx.stats
         stats.prefill_s += time.perf_counter() - started
         stats.prefill_tokens += slot.length
@@ -195,7 +198,6 @@ class _SharedKvGroup:
             if keep != list(range(len(keep))):
                 for buf in self.kv:
                     buf[: len(keep)] = buf[keep]
-                self.mask[: len(keep)] = self.mask[keep]
             self.rows = [self.rows[i] for i in keep]
             self._rebind(self._pad(len(keep)))
         return True
@@ -204,23 +206,31 @@ class _SharedKvGroup:
         """Rows to run for ``n`` sequences: padding rows hold one token at slot 0, which
         each step overwrites (their logits are ignored)."""
         height = max(n, self.layout.min_decode_rows)
-        self.mask[n:height] = 0
-        self.mask[n:height, 0] = 1
         self.ids[n:height] = 0
+        self.lengths[n:height] = 0
         return height
+
+    def _mask(self) -> npt.NDArray[np.int64]:
+        """Right-padded mask, as wide as the longest row after this step (each row's buffer
+        holds ``length`` tokens and gets one more)."""
+        total = self.lengths[: self._bound_rows] + 1
+        width = int(total.max())
+        return (self.columns[None, :width] < total[:, None]).astype(np.int64)
 
     def _rebind(self, n: int) -> None:
         binding = self.ctx.session.session.io_binding()
         self._bind_kv(binding, slice(0, n))
-        for name, buf in (("input_ids", self.ids), ("attention_mask", self.mask)):
-            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(buf[:n]))
+        binding.bind_ortvalue_input("input_ids", ort.OrtValue.ortvalue_from_numpy(self.ids[:n]))
         binding.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(self.logits[:n]))
         self.binding = binding
+        self._bound_rows = n
 
     def _step(self) -> None:
         for r, slot in enumerate(self.rows):
             self.ids[r, 0] = slot.pending
-            self.mask[r, slot.length] = 1
+            self.lengths[r] = slot.length
+        self.binding.bind_ortvalue_input("attention_mask",
+                                         ort.OrtValue.ortvalue_from_numpy(self._mask()))
         self.ctx.session.run(self.binding)
         stats = self.ctx.stats
         stats.decode_steps += 1

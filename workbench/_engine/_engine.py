@@ -251,6 +251,8 @@ def _check_settings(threads: int, max_batch: int, prefill_chunk: int | None) -> 
 def _resolve(model: str | Path, variant: str | None) -> ModelFiles:
     from ._store import resolve_model
 
+    if variant is None:
+        return resolve_model(model)
     return resolve_model(model, variant=variant)
 
 
