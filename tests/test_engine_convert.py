@@ -78,6 +78,22 @@ def test_unsupported_tensor_type_is_named(tmp_path: Path) -> None:
         convert_gguf(source, tmp_path / "out")
 
 
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("llama.rope.scaling.type", "linear", "rope scaling"),
+    ("llama.rope.dimension_count", 8, "partial rotary"),
+    ("general.architecture", "gpt2", "not supported"),
+    ("llama.attention.head_count_kv", 3, "does not divide"),
+])
+def test_unsupported_configurations_are_refused(tmp_path: Path, key: str, value: object,
+                                                message: str) -> None:
+    from workbench._engine._gguf import _config
+
+    meta = {**read_gguf(write_tiny_gguf(tmp_path / "t.gguf")).metadata, key: value,
+            "llama.rope.scaling.factor": 2.0}
+    with pytest.raises(ModelLoadError, match=message):
+        _config(meta, None)
+
+
 def test_unknown_variant_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="variant"):
         convert_gguf(write_tiny_gguf(tmp_path / "t.gguf"), tmp_path, variant="q2")

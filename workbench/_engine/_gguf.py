@@ -99,6 +99,7 @@ def _config(meta: dict[str, Any], max_position: int | None) -> ModelConfig:
     if head_dim * heads != hidden or head_dim % 16:
         raise ModelLoadError("", f"head dimension {hidden}/{heads} is not a multiple of 16, "
                                  "which GroupQueryAttention needs")
+    _check_rope(meta, arch, head_dim)
     context = _int(meta, f"{arch}.context_length", hi=1 << 24)
     tokens = meta.get("tokenizer.ggml.tokens")
     vocab = meta.get(f"{arch}.vocab_size", len(tokens) if isinstance(tokens, list) else None)
@@ -117,6 +118,18 @@ def _config(meta: dict[str, Any], max_position: int | None) -> ModelConfig:
         rms_eps=float(meta.get(f"{arch}.attention.layer_norm_rms_epsilon", 1e-5)),
         bos_token_id=bos if isinstance(bos, int) else None, eos_token_ids=eos,
         context_length=context)
+
+
+def _check_rope(meta: dict[str, Any], arch: str, head_dim: int) -> None:
+    """Only plain rotary embeddings over the whole head are converted (no scaling)."""
+    scaling = meta.get(f"{arch}.rope.scaling.type", "none")
+    factor = meta.get(f"{arch}.rope.scaling.factor", 1.0)
+    if scaling != "none" and factor != 1.0:
+        raise ModelLoadError("", f"rope scaling {scaling!r} (factor {factor}) is not supported")
+    dims = meta.get(f"{arch}.rope.dimension_count", head_dim)
+    if dims != head_dim:
+        raise ModelLoadError("", f"partial rotary embeddings ({dims} of {head_dim} dimensions) "
+                                 "are not supported")
 
 
 def _weights(tensors: dict[str, Any], config: ModelConfig,
@@ -146,6 +159,9 @@ def _weights(tensors: dict[str, Any], config: ModelConfig,
             v_bias=vec(f"{p}.attn_v.bias", kvd, False)))
         if on_layer is not None:
             on_layer(i + 1, config.num_layers)
+    if "rope_freqs.weight" in tensors:
+        raise ModelLoadError("", "per-frequency rope factors (rope_freqs.weight, Llama 3.1 "
+                                 "style scaling) are not supported")
     head = lin("output.weight", config.vocab_size, h) if "output.weight" in tensors else None
     return LlamaWeights(embedding=lin("token_embd.weight", config.vocab_size, h),
                         layers=layers, final_norm=_must(vec("output_norm.weight", h)),
