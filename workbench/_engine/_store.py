@@ -147,6 +147,7 @@ def import_gguf(path: Path, *, cache_dir: Path | None = None, model_id: str | No
         with Validator(timeout_s=timeout_s, show_progress=progress,
                        memory_bytes=memory) as validator:
             validator.convert_gguf(path, staging, variant, model_id or path.stem, sha)
+        staging.chmod(0o755)  # mkdtemp made it private; the cache is the user's as usual
         os.replace(staging, target)
     except OSError:
         if not (target / MANIFEST).is_file():  # another process won the race: fine
