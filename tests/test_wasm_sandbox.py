@@ -554,3 +554,19 @@ def test_local_executor_faults_are_results() -> None:
                            capabilities=())
     result = ex.step(StepRequest("s", 0, None, ()), RecordingHostCalls())
     assert result.fault is not None and result.fault.kind == "out_of_fuel"
+
+
+@pytest.mark.toolchain
+def test_the_c_example_in_abi_md_builds_and_runs(tmp_path: Path) -> None:
+    from wasm_examples import build_or_fail
+
+    text = (ROOT / "docs" / "abi.md").read_text()
+    c_source = re.search(r"```c\n(.*?)```", text, re.S)
+    assert c_source is not None
+    (tmp_path / "agent.c").write_text(c_source.group(1))
+    module = build_or_fail(tmp_path / "agent.c", tmp_path / "agent.wasm")
+    calls = RecordingHostCalls()
+    with LocalWasmExecutor(module, name="c", capabilities=("log",)) as ex:
+        result = ex.step(StepRequest("c", 0, None, ()), calls)
+    assert (result.fault, result.state, result.status) == (None, None, "idle")
+    assert calls.calls == [("log", "hi")]

@@ -79,7 +79,8 @@ WB_IMPORT("now") uint64_t host_now(void);
  *     }
  *
  * Input JSON:  {"agent": str, "step": int, "state": any,
- *               "inbox": [{"from": str, "seq": int, "step": int, "payload": any}, ...]}
+ *               "inbox": [{"from": str, "seq": int, "step": int, "to": str,
+ *                          "payload": any}, ...]}
  * Output JSON: {"state": any, "outbox": [{"to": str, "payload": any}, ...],
  *               "status": "ready" | "idle" | "done"}
  * ("outbox" defaults to [], "status" to "ready"; no other keys.)
