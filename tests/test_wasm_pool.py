@@ -94,22 +94,35 @@ def test_agent_blocked_in_infer_does_not_block_another_agent_of_its_worker(cache
             assert asking.result(WAIT_S).fault is None
 
 
-def test_host_failure_is_reraised_like_the_local_executor(cache: Path) -> None:
+@pytest.mark.parametrize("failing", ["log", "random"])
+def test_host_failure_is_reraised_like_the_local_executor(cache: Path, failing: str) -> None:
     class Failing(_Host):
+        calls: list[str]
+
+        def log(self, text: str) -> None:
+            self.calls.append("log")
+            if failing == "log":
+                raise RuntimeError("engine on fire")
+
         def random(self) -> int:
-            raise RuntimeError("engine on fire")
+            self.calls.append("random")
+            if failing == "random":
+                raise RuntimeError("engine on fire")
+            return 5
 
     wasm = counter_wasm()
     local = LocalWasmExecutor(wasm, name="a", capabilities=CAPS)
     with WorkerPool(1, cache_dir=cache) as pool:
         pooled = pool.executor(wasm, name="a", capabilities=CAPS)
+        seen = []
         for executor in (local, pooled):
             host = Failing()
+            host.calls = []
             with pytest.raises(RuntimeError, match="engine on fire"):
                 executor.step(StepRequest("a", 0, None, ()), host)
-        host = Failing()
-        host.random = lambda: 5  # type: ignore[method-assign]
-        assert pooled.step(StepRequest("a", 1, 3, ()), host).fault is None  # still usable
+            seen.append(host.calls)
+        assert seen[0] == seen[1]  # no host call after the failing one reaches the host
+        assert pooled.step(StepRequest("a", 1, 3, ()), _Host()).fault is None  # still usable
 
 
 def test_guest_faults_come_back_as_faults(cache: Path) -> None:

@@ -74,6 +74,9 @@ STEP_GRACE_S = 30.0
 MAX_REPLACE_TRIES = 5
 """Replacement workers started in a row (each dying while loading) before giving up."""
 _REAP_WAIT_S = 10.0
+_STALL_S = 300.0
+MAX_QUEUED_FRAMES = 64
+"""Frames of one step waiting for its thread (``log`` lines are sent without a reply)."""
 _U64 = (1 << 64) - 1
 
 
@@ -103,8 +106,10 @@ class _Connection:
     """One worker process and its socket: one life of a pool slot.
 
     Requests register a queue under their id; the reader thread puts every frame for that id
-    there, and a :class:`_Died` when the stream ends. At most a few frames are ever queued per
-    request: a step waits for each host-call reply before the next call.
+    there, and a :class:`_Died` when the stream ends. A step's queue holds at most
+    MAX_QUEUED_FRAMES: past that the reader waits, and the socket holds the worker back.
+    That wait is short: a step sends nothing after a call that needs a reply until it has
+    the reply, so its thread is always draining what is queued.
     """
 
     def __init__(self, launcher: Launcher, index: int, args: dict[str, Any]) -> None:
@@ -118,15 +123,15 @@ class _Connection:
         self._reader = FrameReader(ours, int(args["max_frame"]))
         self._writer = FrameWriter(ours, int(args["max_frame"]))
         self._lock = threading.Lock()
-        self._waiting: dict[int, queue.SimpleQueue[Frame | _Died]] = {}
+        self._waiting: dict[int, queue.Queue[Frame | _Died]] = {}
         self.died: _Died | None = None
         self._thread = threading.Thread(target=self._read_loop, daemon=True,
                                         name=f"workbench-wasm-reader-{index}")
         self._thread.start()
 
-    def open(self, rid: int) -> queue.SimpleQueue[Frame | _Died]:
+    def open(self, rid: int) -> queue.Queue[Frame | _Died]:
         """A queue for the frames of request ``rid`` (already holding _Died if dead)."""
-        inbox: queue.SimpleQueue[Frame | _Died] = queue.SimpleQueue()
+        inbox: queue.Queue[Frame | _Died] = queue.Queue(MAX_QUEUED_FRAMES)
         with self._lock:
             if self.died is not None:
                 inbox.put(self.died)
@@ -168,9 +173,9 @@ class _Connection:
                 with self._lock:
                     inbox = self._waiting.get(frame.rid)
                 if inbox is not None:
-                    inbox.put(frame)
-        except (OSError, ValueError):
-            self.kill()  # a frame we cannot read: the worker is broken
+                    inbox.put(frame, timeout=_STALL_S)
+        except (OSError, ValueError, queue.Full):
+            self.kill()  # a frame we cannot read or nobody takes: the worker is broken
         died = self._reap()
         with self._lock:
             self.died = died
@@ -523,9 +528,10 @@ class PooledWasmExecutor:
                     conn.kill()  # the worker went silent: treat it as a crash
                     continue
                 if isinstance(item, Frame) and item.kind is Kind.HOST_CALL:
-                    reply, error = _serve_host_call(item.payload, adapter)
+                    reply, error = _serve_host_call(item.payload, adapter, failure is not None)
                     failure = failure or error
-                    conn.send(Kind.HOST_REPLY, rid, reply)
+                    if reply is not None:
+                        conn.send(Kind.HOST_REPLY, rid, reply)
                     continue
                 if failure is not None and not isinstance(item, _Died):
                     raise failure
@@ -557,11 +563,25 @@ class PooledWasmExecutor:
                 f"hash={self._hash[:12]}>")
 
 
-def _serve_host_call(payload: bytes, host: _abi.HostCallsAdapter
-                     ) -> tuple[bytes, BaseException | None]:
-    """Run one forwarded host call: (reply payload, the exception the host raised)."""
+def _serve_host_call(payload: bytes, host: _abi.HostCallsAdapter, failed: bool
+                     ) -> tuple[bytes | None, BaseException | None]:
+    """Run one forwarded host call: (reply payload or None if the worker does not wait for
+    one, the exception the host raised). Once a call of the step ``failed``, later calls
+    are refused without reaching the host, as the in-process sandbox stops at the first."""
     meta, arg = unpack(payload)
     fn = meta.get("fn")
+    if meta.get("reply") is False:
+        if fn != "log":
+            raise ValueError(f"worker sent host call {fn!r} without waiting for its result")
+        if failed:
+            return None, None
+        try:
+            host.log(arg)
+        except Exception as exc:  # re-raised from step() once the worker has unwound
+            return None, exc
+        return None, None
+    if failed:
+        return pack({"ok": False, "error": "an earlier host call of this step failed"}), None
     try:
         if fn == "infer":
             return pack({"ok": True}, host.infer(arg)), None
