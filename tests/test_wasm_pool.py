@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import threading
+from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -238,3 +240,28 @@ def test_too_large_step_input_is_refused_before_sending(cache: Path) -> None:
         with pytest.raises(FrameTooLarge):
             a.step(StepRequest("a", 0, "x" * 5000, ()), host)
         assert a.step(StepRequest("a", 0, 1, ()), host).fault is None
+
+
+def test_seeded_mutations_compile_in_the_worker_and_fail_only_as_invalid_module(
+        cache: Path) -> None:
+    rng = random.Random(20261126)
+    original = counter_wasm()
+    outcomes: Counter[str] = Counter()
+    with WorkerPool(2, cache_dir=cache) as pool:
+        for i in range(300):
+            data = bytearray(original)
+            if rng.random() < 0.3:
+                data = data[: rng.randrange(8, len(data))]
+            for _ in range(rng.randint(1, 6)):
+                data[rng.randrange(8, len(data))] ^= 1 << rng.randrange(8)
+            try:
+                executor = pool.executor(bytes(data), name=f"m{i}", capabilities=CAPS)
+            except InvalidModule as exc:
+                assert exc.reason, "an InvalidModule says why"
+                outcomes["invalid"] += 1
+                continue
+            result = executor.step(StepRequest(f"m{i}", 0, None, ()), _Host())
+            outcomes["fault" if result.fault is not None else "ran"] += 1
+            executor.close()
+        assert pool.restarts == 0
+    assert outcomes["invalid"] > 150 and sum(outcomes.values()) == 300
