@@ -26,7 +26,11 @@ static json_value *ask_model(const char *draft) {
     json_write(&req, "{\"messages\":[{\"role\":\"system\",\"content\":");
     json_write_cstring(&req, "You are a terse critic. Name the main weakness in one sentence.");
     json_write(&req, "},{\"role\":\"user\",\"content\":");
-    json_write_cstring(&req, draft);
+    json_writer ask = {0};
+    json_write(&ask, "Here is a short text: \"");
+    json_write(&ask, draft);
+    json_write(&ask, "\" In one sentence, what should the writer improve?");
+    json_write_string(&req, ask.data ? ask.data : "", ask.failed ? 0 : ask.len);
     json_write(&req, "}],\"max_tokens\":");
     json_write_int(&req, MAX_TOKENS);
     json_write(&req, "}");
