@@ -93,6 +93,7 @@ class Run:
         self._bg: _Background | None = None
         self._closed = False
         self._wrap: Callable[[Any], Any] | None = None  # testing hook (timing jitter)
+        self._early_warnings: list[dict[str, JSON]] = []  # engine warnings before the header
 
     # -- building the team ---------------------------------------------------------------
 
@@ -300,10 +301,21 @@ class Run:
             if isinstance(self._model, str | Path):
                 from workbench._engine._engine import Engine
 
-                self._engine = Engine(self._model, **self._engine_options)
+                options = {"on_event": self._engine_event, **self._engine_options}
+                self._engine = Engine(self._model, **options)
             else:
                 self._engine = self._model
         return self._engine
+
+    def _engine_event(self, kind: str, data: Mapping[str, Any]) -> None:
+        """Engine warnings (provider fallback ...): an event now, a journal record at the
+        step's commit (the provider used is also in every infer result)."""
+        record = {"what": kind, **_canonical.check_json(dict(data))}
+        self.events.emit("warning", self.step_index, None, record)
+        if self._scheduler is not None:
+            self._scheduler.warn(record)
+        else:
+            self._early_warnings.append(record)
 
     @property
     def step_index(self) -> int:
@@ -402,6 +414,8 @@ class Run:
             seed=self.seed, policy=self.policy, slots=self._slots, channels=self._channels,
             state=state, sink=self._writer, events=self.events, engine=engine,
             max_batch=self.max_batch, concurrency=self.concurrency, wrap=self._wrap)
+        for warning in self._early_warnings:
+            self._writer.append({"k": "warn", "t": -1, **warning})
         self.events.emit("run_started", state.step, None, {"journal": self._journal_path})
         return self._scheduler
 

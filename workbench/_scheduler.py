@@ -10,6 +10,7 @@ journal sink in one write at commit; a step that fails before commit writes noth
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -107,6 +108,13 @@ class Scheduler:
             max_workers=min(self.concurrency, max(1, len(slots))),
             thread_name_prefix="workbench-agent")
         self.max_messages = {s.name: s.limits.max_messages for s in slots}
+        self._warnings: list[dict[str, JSON]] = []
+        self._warn_lock = threading.Lock()
+
+    def warn(self, record: Mapping[str, JSON]) -> None:
+        """Journal an engine warning with the current step (thread-safe)."""
+        with self._warn_lock:
+            self._warnings.append(dict(record))
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -140,6 +148,9 @@ class Scheduler:
             if result.fault is not None:
                 report.faults[name] = result.fault
             report.messages += len(result.outbox)
+        with self._warn_lock:
+            warnings, self._warnings = self._warnings, []
+        records += [{"k": "warn", "t": t, **w} for w in warnings]
         records.append({"k": "commit", "t": t})
         self._commit(records)
         self._emit_step(t, records)
