@@ -23,7 +23,7 @@ import workbench as wb
 from tests.pool_agents import CAPS, counter_wasm, drive, marked
 from workbench._journal import read_journal
 from workbench._types import JSON, AgentIdentity, HostCalls, StepRequest, StepResult
-from workbench._wasm import _worker
+from workbench._wasm import _forkserver, _worker
 from workbench._wasm._pool import PooledWasmExecutor, WorkerPool
 
 KillKind = Literal["sync", "async"]
@@ -161,6 +161,23 @@ def test_kill_between_steps_replaces_the_worker(tmp_path: Path) -> None:
         assert pool.restarts == 1
         assert pool.pids()[0] != old[0] and pool.pids()[1] == old[1]
         assert "restarts=1" in repr(pool)
+
+
+def test_a_dead_fork_server_is_started_again(tmp_path: Path) -> None:
+    with WorkerPool(2, cache_dir=tmp_path) as pool:
+        team = _team(pool, 4)
+        expected = drive(team, 3, seed=5)
+        server = _forkserver.launcher("forkserver")
+        assert isinstance(server, _forkserver.ForkServer)
+        os.kill(server.pid, signal.SIGKILL)
+
+        def kill_worker_1(t: int) -> None:
+            if t == 0:
+                os.kill(pool.pids()[1], signal.SIGKILL)
+
+        assert drive(team, 3, seed=5, between=kill_worker_1) == expected
+        assert _forkserver.launcher("forkserver") is not server
+        assert pool.restarts == 1
 
 
 @pytest.fixture

@@ -48,7 +48,12 @@ class WorkerProcess(Protocol):
     pid: int
 
     def wait(self, timeout: float) -> int | None:
-        """The exit code (negative: killed by that signal), or None if still running."""
+        """The exit code (negative: killed by that signal), or None if still running or
+        unknown (its fork server died)."""
+        ...
+
+    def kill(self) -> None:
+        """SIGKILL it, unless it is known to be gone (its pid may then be reused)."""
         ...
 
 
@@ -69,6 +74,11 @@ class _Forked:
     def wait(self, timeout: float) -> int | None:
         return self._server.wait_exit(self.pid, timeout)
 
+    def kill(self) -> None:
+        if self._server.may_signal(self.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+
 
 class ForkServer:
     """The kernel's handle on its fork server process."""
@@ -76,6 +86,7 @@ class ForkServer:
     def __init__(self) -> None:
         self._ctrl, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._proc = _python("serve", theirs)
+        self.pid = self._proc.pid
         theirs.close()
         self._send_lock = threading.Lock()
         self._cond = threading.Condition()
@@ -100,6 +111,11 @@ class ForkServer:
             if ident not in self._pids:
                 raise OSError("the fork server died while starting a worker")
             return _Forked(self, self._pids.pop(ident))
+
+    def may_signal(self, pid: int) -> bool:
+        """Whether ``pid`` is still this server's child (running or not yet reaped)."""
+        with self._cond:
+            return self.alive and pid not in self._exits
 
     def wait_exit(self, pid: int, timeout: float) -> int | None:
         with self._cond:
@@ -150,6 +166,9 @@ class _Spawned:
             return self._proc.wait(timeout)
         except subprocess.TimeoutExpired:
             return None
+
+    def kill(self) -> None:
+        self._proc.kill()
 
 
 class SpawnLauncher:

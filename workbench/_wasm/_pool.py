@@ -32,7 +32,6 @@ import hashlib
 import itertools
 import os
 import queue
-import signal
 import socket
 import threading
 from collections.abc import Iterator
@@ -69,8 +68,9 @@ MAX_AGENTS_PER_WORKER = _worker.MAX_THREADS
 """A worker runs each of its agents' steps on its own thread; this bounds the threads."""
 COMPILE_TIMEOUT_S = 120.0
 """Default time limit for compiling one module in a worker (a cache hit takes ~1 ms)."""
-STEP_GRACE_S = 30.0
-"""Silence from a worker, past the step's own ``timeout_s``, after which it is killed."""
+STEP_GRACE_S = 60.0
+"""A worker silent for ``2 * timeout_s + STEP_GRACE_S`` during a step (no host call, no
+result) is killed; the sandbox's own deadline normally ends a step long before."""
 MAX_REPLACE_TRIES = 5
 """Replacement workers started in a row (each dying while loading) before giving up."""
 _REAP_WAIT_S = 10.0
@@ -155,8 +155,7 @@ class _Connection:
 
     def kill(self) -> None:
         """SIGKILL the worker (a hung compile or step); its requests then see _Died."""
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGKILL)
+        self._proc.kill()
 
     def close(self) -> None:
         """Ask the worker to exit and wait until the reader has reaped it. Idempotent."""
@@ -186,7 +185,7 @@ class _Connection:
     def _reap(self) -> _Died:
         """Wait for the process to end and read its exit status."""
         code = self._proc.wait(_REAP_WAIT_S)
-        if code is None:  # stream closed but process alive: end it
+        if code is None:  # stream closed but process alive (or unknown): end it
             self.kill()
             code = self._proc.wait(_REAP_WAIT_S)
         return _Died(signal=-code if code is not None and code < 0 else None, exitcode=code)
@@ -208,9 +207,13 @@ class _Slot:
             return self.conn
 
     def live(self) -> _Connection:
-        """The worker, replaced first if it is known to have died."""
+        """The worker, replaced first if it is known to have died. Takes the lock only to
+        replace, so steps never wait for a slow compile in :meth:`load`."""
+        conn = self.conn
+        if conn.died is None:
+            return conn
         with self.lock:
-            return self.replace(self.conn) if self.conn.died is not None else self.conn
+            return self.replace(conn)
 
     def replace(self, dead: _Connection) -> _Connection:
         """The live worker after ``dead`` died: started (and its agents loaded) by the first
@@ -222,9 +225,10 @@ class _Slot:
                     return self.conn
                 self._pool._check_open()
                 self.conn.close()
-                self.conn = self._pool._start_worker(self.index)
+                fresh = self._pool._start_worker(self.index)
                 self.restarts += 1
-                self._load_all(self.conn)
+                self._load_all(fresh)
+                self.conn = fresh  # published only once loaded: live() reads it unlocked
             if self.conn.died is None:
                 return self.conn
             raise RuntimeError(f"worker {self.index} died {MAX_REPLACE_TRIES} times in a row "
@@ -523,7 +527,7 @@ class PooledWasmExecutor:
             conn.send(Kind.STEP, rid, payload)
             while True:
                 try:
-                    item = inbox.get(timeout=self.limits.timeout_s + STEP_GRACE_S)
+                    item = inbox.get(timeout=2 * self.limits.timeout_s + STEP_GRACE_S)
                 except queue.Empty:
                     conn.kill()  # the worker went silent: treat it as a crash
                     continue
