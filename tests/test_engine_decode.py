@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from engine_helpers import real_model, tiny_model, tiny_model_exact
+from engine_helpers import tiny_model, tiny_model_exact
 
 from workbench._engine import _decode
 from workbench._engine._engine import Engine, Generation
@@ -17,7 +17,7 @@ from workbench._engine._reference import reference_logits
 from workbench._types import InferRequest
 from workbench.errors import ConfigError, RunClosed
 
-__all__ = ["real_model", "tiny_model", "tiny_model_exact"]  # fixtures used below
+__all__ = ["tiny_model", "tiny_model_exact"]  # fixtures used below
 
 CHAT = [{"role": "user", "content": "hello world, what is the model?"}]
 
@@ -176,7 +176,8 @@ def test_decode_statistics_count_prefill_and_decode(tiny_model: ModelFiles) -> N
 
 
 @pytest.mark.model
-def test_default_model_names_colours(real_model: ModelFiles) -> None:
+def test_default_model_names_colours() -> None:
+    """The default model and variant answer a chat prompt sensibly, offline."""
     with Engine() as engine:
         g = engine.generate([{"role": "user", "content": "Name three colours."}],
                             max_tokens=32)
