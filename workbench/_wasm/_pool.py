@@ -116,6 +116,9 @@ class _Connection:
         ours, theirs = socket.socketpair()
         try:
             self._proc = launcher.start(theirs, args)
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
         self.pid = self._proc.pid
@@ -179,8 +182,9 @@ class _Connection:
         with self._lock:
             self.died = died
             waiting, self._waiting = list(self._waiting.values()), {}
-        for inbox in waiting:
-            inbox.put(died)
+        for inbox in waiting:  # each owner drains its queue until it sees this
+            with contextlib.suppress(queue.Full):
+                inbox.put(died, timeout=_STALL_S)
 
     def _reap(self) -> _Died:
         """Wait for the process to end and read its exit status."""
@@ -301,11 +305,13 @@ class _Slot:
 class WorkerPool:
     """Worker processes that run sandboxed WebAssembly agents.
 
-    ``size`` defaults to ``os.cpu_count()``; ``cache_dir`` is where compiled modules are kept
-    (the sandbox's default when None); ``max_crashes`` is how many times one step may crash
-    its worker before it returns a ``crashed`` fault; ``compile_timeout_s`` bounds compiling
-    one module. ``start_method`` is ``"forkserver"`` (fast) or ``"spawn"``. Close it (or use
-    it as a context manager); using it after close raises RunClosed.
+    ``size`` defaults to ``os.cpu_count()``. ``cache_dir`` is where compiled modules are
+    kept (None: nowhere, so a replacement worker compiles its agents' modules again).
+    ``max_crashes`` is how many times one step may crash its worker before it returns a
+    ``crashed`` fault; ``compile_timeout_s`` bounds compiling one module; ``max_frame``
+    bounds one message either way. ``start_method`` is ``"forkserver"`` (fast) or
+    ``"spawn"``. Close it (or use it as a context manager); using it after close raises
+    RunClosed.
     """
 
     def __init__(self, size: int | None = None, *, cache_dir: str | os.PathLike[str] | None = None,
@@ -327,7 +333,6 @@ class WorkerPool:
         self._start_method = start_method
         self._rids: Iterator[int] = itertools.count(1)
         self._agents = itertools.count()
-        self._added = 0
         self._closed = False
         self._lock = threading.Lock()
         self._slots: list[_Slot] = []
@@ -360,8 +365,6 @@ class WorkerPool:
             raise ConfigError(f"worker {slot.index} already hosts {MAX_AGENTS_PER_WORKER} "
                               "agents; use a larger WorkerPool(size=...)")
         slot.load(_Module(agent, wasm, label, tuple(capabilities)))
-        with self._lock:
-            self._added += 1
         return PooledWasmExecutor(self, slot, agent, name, wasm, limits or Limits(),
                                   tuple(capabilities))
 

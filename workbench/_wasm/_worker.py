@@ -43,6 +43,10 @@ MAX_THREADS = 4096
 """Steps and loads one worker runs at once; the pool never gives a worker more agents."""
 
 
+_Key = tuple[str, tuple[str, ...]]
+"""(sha256 of the module, capabilities): agents with equal keys share a compiled module."""
+
+
 class HostCallFailed(RuntimeError):
     """The kernel's host function raised; the step is abandoned (the kernel re-raises)."""
 
@@ -64,8 +68,9 @@ class _Worker:
         self._reader = FrameReader(sock, max_frame)
         self._writer = FrameWriter(sock, max_frame)
         self._cache_dir = cache_dir
-        self._agents: dict[int, Any] = {}  # agent id -> compiled module
-        self._modules: dict[tuple[str, tuple[str, ...]], Any] = {}
+        self._agents: dict[int, tuple[_Key, Any]] = {}  # agent id -> its compiled module
+        self._modules: dict[_Key, Any] = {}  # shared by agents with the same module
+        self._users: dict[_Key, int] = {}
         self._modules_lock = threading.Lock()
         self._replies: dict[int, queue.SimpleQueue[bytes]] = {}
         self._threads = ThreadPoolExecutor(MAX_THREADS, thread_name_prefix="wb-agent")
@@ -81,7 +86,7 @@ class _Worker:
             elif frame.kind is Kind.LOAD:
                 self._threads.submit(self._guard, self._load, frame)
             elif frame.kind is Kind.UNLOAD:
-                self._agents.pop(int(unpack(frame.payload)[0]["agent"]), None)
+                self._unload(frame)
             elif frame.kind is Kind.PING:
                 self._writer.write(Kind.PONG, frame.rid, frame.payload)
             elif frame.kind is Kind.SHUTDOWN:
@@ -109,37 +114,53 @@ class _Worker:
         except Exception as exc:
             reply = {"ok": False, "error": "invalid", "reason": f"{type(exc).__name__}: {exc}"}
         else:
-            self._agents[int(meta["agent"])] = compiled
+            self._agents[int(meta["agent"])] = (key, compiled)
             reply = {"ok": True}
         self._writer.write(Kind.LOADED, frame.rid, pack(reply))
 
-    def _compiled(self, key: tuple[str, tuple[str, ...]], wasm: bytes, source: str) -> Any:
+    def _compiled(self, key: _Key, wasm: bytes, source: str) -> Any:
+        """The compiled module for ``key``, counted as used once more. Raises InvalidModule."""
         with self._modules_lock:
             found = self._modules.get(key)
         if found is None:
             found = _compile(wasm, source, key[1], self._cache_dir)
-            with self._modules_lock:
-                found = self._modules.setdefault(key, found)
+        with self._modules_lock:
+            found = self._modules.setdefault(key, found)
+            self._users[key] = self._users.get(key, 0) + 1
         return found
 
     # -- stepping ----------------------------------------------------------------------------
 
     def _step(self, frame: Frame) -> None:
         meta, input_json = unpack(frame.payload)
-        agent = self._agents.get(int(meta["agent"]))
-        if agent is None:
-            fault = {"kind": "fault", "detail": "agent is not loaded in this worker", "data": {}}
-            self._writer.write(Kind.FAULT, frame.rid, pack(fault))
-            return
+        loaded = self._agents.get(int(meta["agent"]))
         host = _ForwardingHost(self, frame.rid)
         self._replies[frame.rid] = host.inbox
         try:
-            kind, meta, output = _run_step(agent, input_json, host, meta)
+            if loaded is None:
+                raise LookupError("the agent is not loaded in this worker")
+            kind, meta, output = _run_step(loaded[1], input_json, host, meta)
         except HostCallFailed as exc:  # the kernel re-raises the host's own exception
             kind, meta, output = Kind.FAULT, {"kind": "fault", "detail": str(exc)}, b""
+        except Exception as exc:  # reported as the scheduler reports a raising executor
+            detail = f"{type(exc).__name__}: {exc}"
+            kind, meta, output = Kind.FAULT, {"kind": "fault", "detail": detail}, b""
         finally:
             self._replies.pop(frame.rid, None)
         self._writer.write(kind, frame.rid, pack(meta, output))
+
+    def _unload(self, frame: Frame) -> None:
+        """Forget an agent, and its compiled module once no other agent uses it."""
+        loaded = self._agents.pop(int(unpack(frame.payload)[0]["agent"]), None)
+        if loaded is None:
+            return
+        with self._modules_lock:
+            users = self._users.get(loaded[0], 0) - 1
+            if users > 0:
+                self._users[loaded[0]] = users
+            else:
+                self._users.pop(loaded[0], None)
+                self._modules.pop(loaded[0], None)
 
     def notify_host(self, rid: int, fn: str, arg: bytes) -> None:
         """A host call without a result (``log``): sent, not waited for. Frames keep their
