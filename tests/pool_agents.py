@@ -20,7 +20,15 @@ import wasmtime
 
 from workbench._events import EventBus
 from workbench._hostcalls import AgentCounters, StepHost
-from workbench._types import JSON, Executor, HostCalls, Limits, StepRequest, StepResult
+from workbench._types import (
+    JSON,
+    Executor,
+    HostCalls,
+    InferenceBackend,
+    Limits,
+    StepRequest,
+    StepResult,
+)
 
 CAPS = ("log", "random")
 
@@ -140,11 +148,12 @@ HostWrapper = Callable[[str, int, HostCalls], HostCalls]
 
 def drive(executors: Mapping[str, Executor], steps: int, *, seed: int,
           caps: Sequence[str] = CAPS, wrap: HostWrapper | None = None,
-          between: Callable[[int], None] | None = None) -> list[dict[str, Outcome]]:
+          between: Callable[[int], None] | None = None,
+          engine: InferenceBackend | None = None) -> list[dict[str, Outcome]]:
     """Run ``steps`` bulk-synchronous steps; each step's outcome per agent.
 
     ``wrap(agent, step, host)`` may replace an agent's HostCalls; ``between(t)`` runs after
-    step ``t`` returned for every agent.
+    step ``t`` returned for every agent; ``engine`` serves ``infer`` through the barrier.
     """
     names = list(executors)
     counters = {n: AgentCounters() for n in names}
@@ -152,7 +161,7 @@ def drive(executors: Mapping[str, Executor], steps: int, *, seed: int,
     history = []
     with ThreadPoolExecutor(len(names)) as threads:
         for t in range(steps):
-            sh = StepHost(seed=seed, step=t, agents=names, engine=None, max_batch=8,
+            sh = StepHost(seed=seed, step=t, agents=names, engine=engine, max_batch=4,
                           capabilities=dict.fromkeys(names, tuple(caps)),
                           limits=dict.fromkeys(names, Limits()), counters=counters,
                           events=EventBus())

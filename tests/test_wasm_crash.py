@@ -25,6 +25,7 @@ from workbench._journal import read_journal
 from workbench._types import JSON, AgentIdentity, HostCalls, StepRequest, StepResult
 from workbench._wasm import _forkserver, _worker
 from workbench._wasm._pool import PooledWasmExecutor, WorkerPool
+from workbench.testing import FakeEngine
 
 KillKind = Literal["sync", "async"]
 MAX_ASYNC_DELAY_S = 0.002
@@ -142,9 +143,10 @@ class KillingHost:
         self._host.restart()
 
 
-def _team(pool: WorkerPool, n: int) -> dict[str, PooledWasmExecutor]:
-    return {f"a{i}": pool.executor(counter_wasm(spin=20_000 * (i % 3)), name=f"a{i}",
-                                   capabilities=CAPS) for i in range(n)}
+def _team(pool: WorkerPool, n: int, *, infer: bool = False) -> dict[str, PooledWasmExecutor]:
+    caps = ("infer", *CAPS) if infer else CAPS
+    return {f"a{i}": pool.executor(counter_wasm(spin=20_000 * (i % 3), infer=infer),
+                                   name=f"a{i}", capabilities=caps) for i in range(n)}
 
 
 def test_kill_between_steps_replaces_the_worker(tmp_path: Path) -> None:
@@ -245,14 +247,16 @@ class KillingExecutor:
 
 
 def _journal_of_run(pool: WorkerPool, seed: int, steps: int, path: Path,
-                    plan: KillPlan | None) -> tuple[bytes, int]:
-    team = _team(pool, 6)
+                    plan: KillPlan | None, engine: FakeEngine | None = None
+                    ) -> tuple[bytes, int]:
+    team = _team(pool, 6, infer=engine is not None)
     workers = {name: pool.worker_of(e) for name, e in team.items()}
     killer = Killer(pool, plan, workers) if plan is not None else None
-    run = wb.Run(seed=seed, policy="parallel", journal=path)
+    run = wb.Run(seed=seed, policy="parallel", journal=path, model=engine, max_batch=4)
     try:
         for name, executor in team.items():
-            run.add_agent(name, KillingExecutor(executor, killer), capabilities=CAPS)
+            run.add_agent(name, KillingExecutor(executor, killer),
+                          capabilities=executor.capabilities)
         for t in range(steps):
             run.step()
             if killer is not None:
@@ -262,6 +266,24 @@ def _journal_of_run(pool: WorkerPool, seed: int, steps: int, path: Path,
     if killer is not None:
         killer.join()
     return path.read_bytes(), killer.fired if killer is not None else 0
+
+
+def test_kills_around_inference_leave_journal_and_batches_unchanged(tmp_path: Path) -> None:
+    steps, fired = 8, 0
+    for seed in (21, 22, 23):
+        calm_engine, engine = FakeEngine(), FakeEngine()
+        with WorkerPool(2, cache_dir=tmp_path) as pool:
+            clean, _ = _journal_of_run(pool, seed, steps, tmp_path / f"c{seed}.wbj", None,
+                                       calm_engine)
+        with WorkerPool(2, cache_dir=tmp_path) as pool:
+            plan = plan_kills(seed, steps, {f"a{i}": i % 2 for i in range(6)})
+            killed, n = _journal_of_run(pool, seed, steps, tmp_path / f"k{seed}.wbj", plan,
+                                        engine)
+        assert killed == clean
+        assert engine.batches == calm_engine.batches  # no request reached the engine twice
+        assert len(engine.batches) == 2 * steps
+        fired += n
+    assert fired >= 20
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ from workbench._wasm._frames import FrameReader, FrameWriter, Kind, pack, unpack
 from workbench._wasm._local import LocalWasmExecutor
 from workbench._wasm._pool import PooledWasmExecutor, WorkerPool
 from workbench.errors import CapabilityError, FrameTooLarge, InvalidModule, RunClosed
+from workbench.testing import FakeEngine
 
 WAIT_S = 30.0  # an upper bound on waits that only a broken pool would reach
 
@@ -94,6 +95,19 @@ def test_agent_blocked_in_infer_does_not_block_another_agent_of_its_worker(cache
             result = logger.step(StepRequest("logger", 0, None, ()), _Host(releases=release))
             assert result.fault is None and isinstance(result.state, int)
             assert asking.result(WAIT_S).fault is None
+
+
+def test_inference_barrier_with_every_agent_on_one_worker(cache: Path) -> None:
+    wasm = counter_wasm(infer=True, spin=5000)
+    caps = ("infer", *CAPS)
+    names = [f"agent{i}" for i in range(7)]
+    local_engine, pooled_engine = FakeEngine(), FakeEngine()
+    local = {n: LocalWasmExecutor(wasm, name=n, capabilities=caps) for n in names}
+    expected = drive(local, 3, seed=8, caps=caps, engine=local_engine)
+    with WorkerPool(1, cache_dir=cache) as pool:
+        pooled = {n: pool.executor(wasm, name=n, capabilities=caps) for n in names}
+        assert drive(pooled, 3, seed=8, caps=caps, engine=pooled_engine) == expected
+    assert pooled_engine.batches == local_engine.batches == [names[:4], names[4:]] * 3
 
 
 @pytest.mark.parametrize("failing", ["log", "random"])
