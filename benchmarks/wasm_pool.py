@@ -1,7 +1,8 @@
 """The WebAssembly worker pool: frame round trip, worker start, 1,000 agents in one pool.
 
 Measures, on this machine:
-- the round trip of one small frame kernel → worker → kernel (``WorkerPool.ping``);
+- the round trip of one small frame: to a bare echo process, and kernel → worker → kernel
+  through the pool's reader thread (``WorkerPool.ping``);
 - worker start time, from the request to the first answered ping: fork server (which has
   imported wasmtime once) versus a fresh interpreter per worker (``start_method="spawn"``);
 - 1,000 small WAT agents (tests/pool_agents.py's counter: log, random, a little arithmetic)
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import statistics
 import sys
 import tempfile
@@ -29,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import workbench as wb
 from tests.pool_agents import CAPS, counter_wasm
 from workbench._wasm import _forkserver
+from workbench._wasm._frames import FrameReader, FrameWriter, Kind
 from workbench._wasm._local import LocalWasmExecutor
 from workbench._wasm._pool import WorkerPool
 
@@ -39,6 +42,30 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def raw_round_trip(samples: int) -> float:
+    """Frames echoed by a forked child that does nothing else (no threads, no queues)."""
+    ours, theirs = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:
+        ours.close()
+        reader, writer = FrameReader(theirs), FrameWriter(theirs)
+        while (frame := reader.read()) is not None:
+            writer.write(Kind.PONG, frame.rid, frame.payload)
+        os._exit(0)
+    theirs.close()
+    reader, writer = FrameReader(ours), FrameWriter(ours)
+    times = []
+    for i in range(samples + 100):
+        t0 = time.perf_counter()
+        writer.write(Kind.PING, i, b"x")
+        reader.read()
+        times.append(time.perf_counter() - t0)
+    reader.close()
+    ours.close()
+    os.waitpid(pid, 0)
+    return statistics.median(times[100:])
 
 
 def frame_round_trip(samples: int) -> float:
@@ -103,11 +130,13 @@ def main() -> None:
     wasm = counter_wasm()
     print(f"machine: {cores} cores; python {sys.version.split()[0]}")
 
+    raw = raw_round_trip(2000)
     boot = fork_server_boot()
     rtt = frame_round_trip(2000)
     fork = worker_start("forkserver", 30)
     spawn = worker_start("spawn", 8)
     print(f"fork server boot (once per kernel, incl. first worker): {boot * 1e3:8.1f} ms")
+    print(f"frame round trip, bare echo process (median of 2000):     {raw * 1e6:6.1f} us")
     print(f"frame round trip kernel->worker->kernel (median of 2000): {rtt * 1e6:6.1f} us")
     print(f"worker start to first pong, fork server (median of 30):  {fork * 1e3:6.1f} ms")
     print(f"worker start to first pong, spawn (median of 8):         {spawn * 1e3:6.1f} ms")
