@@ -6,8 +6,9 @@ Measures, on this machine:
 - worker start time, from the request to the first answered ping: fork server (which has
   imported wasmtime once) versus a fresh interpreter per worker (``start_method="spawn"``);
 - 1,000 small WAT agents (tests/pool_agents.py's counter: log, random, a little arithmetic)
-  in one pool sized to the CPU count: mean load time, worker memory per agent, and agent-steps per
-  second in a real ``wb.Run`` (policy "parallel"), beside the same agents run in-process
+  in one pool sized to the CPU count: mean load time, worker memory per agent (one module
+  shared by all, and a distinct module each), and agent-steps per second in a real
+  ``wb.Run`` (policy "parallel"), beside the same agents run in-process
   (``LocalWasmExecutor``) and an equivalent in-process Python agent.
 
 Prints medians and a table; run with ``python benchmarks/wasm_pool.py [--agents N]``.
@@ -29,7 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import workbench as wb
-from tests.pool_agents import CAPS, counter_wasm
+from tests.pool_agents import CAPS, counter_wasm, marked
 from workbench._wasm import _forkserver
 from workbench._wasm._frames import FrameReader, FrameWriter, Kind
 from workbench._wasm._local import LocalWasmExecutor
@@ -159,6 +160,15 @@ def main() -> None:
         rows.append(("python, in-process", 0.0,
                      run_steps(dict.fromkeys(pooled, python_counter), args.steps,
                                Path(tmp) / "py.wbj")))
+
+    with tempfile.TemporaryDirectory() as tmp, WorkerPool(cache_dir=Path(tmp) / "c") as pool:
+        base = sum(rss_bytes(p) for p in pool.pids())
+        _, load = timed(lambda a: pool.executor(marked(a.encode()), name=a,
+                                                capabilities=CAPS), n)
+        loaded = sum(rss_bytes(p) for p in pool.pids())
+        print(f"{n} agents with distinct modules: compile {load * 1e3:.2f} ms/agent (mean), "
+              f"worker RSS {base / 2**20:.0f} -> {loaded / 2**20:.0f} MiB: "
+              f"{(loaded - base) / n / 1024:.1f} KiB per agent")
 
     print(f"\n{'executor':<20} {'load/agent':>11} {'median step':>12} {'agent-steps/s':>14}")
     for name, load, times in rows:
