@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import re
+import signal
 import struct
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -472,6 +475,41 @@ def test_concurrent_steps_match_sequential_ones() -> None:
         got = list(pool.map(lambda i: run(counter, request(i, agent=f"a{i}"), FakeHost()),
                             range(32)))
     assert got == expected
+
+
+def test_outcomes_are_plain_data() -> None:
+    for outcome in (run(example("counter.wat"), request(1), FakeHost()),
+                    run(example("memory_bomb.wat", caps=()), request(0), memory_bytes=4 * PAGE)):
+        assert pickle.loads(pickle.dumps(outcome)) == outcome
+        if outcome.fault is not None:
+            json.dumps(outcome.fault.to_json(), allow_nan=False)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_gets_its_own_engine_and_backstop() -> None:
+    # the parent has compiled (wasmtime's compiler thread pool is up) and has a ticker thread
+    spin = wasm((EXAMPLES / "spin.wat").read_text())
+    critic = wasm((EXAMPLES / "critic.wat").read_text())
+    run(compile_module(spin, source="spin", capabilities=()), fuel=1000)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: compile and run with its own engine and ticker
+        code = 1
+        try:
+            signal.alarm(60)  # never hang the test run, whatever happens here
+            compile_module(critic, source="critic", capabilities=ALL_CAPS)
+            agent = compile_module(spin, source="spin", capabilities=())
+            out = run(agent, fuel=10_000_000_000, timeout_s=0.05)  # ~seconds of fuel
+            os.write(write_end, json.dumps(out.fault.to_json()).encode())  # type: ignore
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as child:
+        reported = child.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert json.loads(reported)["kind"] == "timeout"
 
 
 # --- the compiled-module cache -------------------------------------------------------------

@@ -138,18 +138,29 @@ class _EngineState:
 
 _engine_lock = threading.Lock()
 _engine_state: _EngineState | None = None
+_parallel_pid: int | None = None
+"""The one process of a fork tree allowed wasmtime's parallel compiler: its thread pool is
+process-global and does not survive ``fork``, so a child that used it would deadlock."""
 
 
 def _state() -> _EngineState:
-    """The engine of this process (a forked child builds its own: threads do not fork)."""
-    global _engine_state
+    """The engine of this process (a forked child builds its own: threads do not fork).
+
+    The first process to build an engine compiles in parallel; its forked descendants
+    compile on one thread. Compiled code is the same either way.
+    """
+    global _engine_state, _parallel_pid
     with _engine_lock:
-        if _engine_state is None or _engine_state.pid != os.getpid():
+        pid = os.getpid()
+        if _engine_state is None or _engine_state.pid != pid:
+            if _parallel_pid is None:
+                _parallel_pid = pid
             config = wasmtime.Config()
             for name, value in _ENGINE_SETTINGS.items():
                 setattr(config, name, value)
+            config.parallel_compilation = _parallel_pid == pid
             engine = wasmtime.Engine(config)
-            _engine_state = _EngineState(os.getpid(), engine, _Ticker(engine))
+            _engine_state = _EngineState(pid, engine, _Ticker(engine))
         return _engine_state
 
 
