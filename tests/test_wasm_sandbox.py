@@ -608,3 +608,10 @@ def test_the_c_example_in_abi_md_builds_and_runs(tmp_path: Path) -> None:
         result = ex.step(StepRequest("c", 0, None, ()), calls)
     assert (result.fault, result.state, result.status) == (None, None, "idle")
     assert calls.calls == [("log", "hi")]
+
+
+@pytest.mark.parametrize("limits", [{"fuel": 0}, {"fuel": 1 << 63}, {"memory_bytes": 0},
+                                    {"timeout_s": 0.0}, {"max_output_bytes": -1}])
+def test_out_of_range_limits_are_rejected(limits: dict[str, int | float]) -> None:
+    with pytest.raises(ValueError, match="bad limits"):
+        run(compile_wat(agent_wat()), **limits)  # type: ignore[arg-type]

@@ -98,7 +98,7 @@ class LocalWasmExecutor:
         return outcome_to_result(outcome, max_output_bytes=limits.max_output_bytes)
 
     def close(self) -> None:
-        """Forget the compiled module. Idempotent."""
+        """Refuse further steps (they raise RunClosed). Idempotent."""
         self._closed.set()
 
     def __enter__(self) -> LocalWasmExecutor:

@@ -330,11 +330,14 @@ def run_step(agent: CompiledAgent, input_json: bytes, host: GuestHost, *, fuel: 
     Guest faults (out of fuel, memory limit, trap, timeout, output too large or out of
     bounds) come back as ``StepOutcome.fault``; the output bytes are not decoded here (see
     :func:`~workbench._wasm._abi.outcome_to_result`). Raises only what ``host`` raised (the
-    guest is stopped first) and ValueError for non-positive limits. Safe to call from
+    guest is stopped first) and ValueError for out-of-range limits. Safe to call from
     several threads at once.
     """
-    if fuel <= 0 or memory_bytes <= 0 or timeout_s <= 0 or max_output_bytes < 0:
-        raise ValueError("fuel, memory_bytes and timeout_s must be positive")
+    if not (0 < fuel < 1 << 63 and memory_bytes > 0 and timeout_s > 0
+            and max_output_bytes >= 0):
+        raise ValueError(f"bad limits: fuel={fuel} (1 to 2**63 - 1), memory_bytes="
+                         f"{memory_bytes}, timeout_s={timeout_s} (positive), "
+                         f"max_output_bytes={max_output_bytes} (0 or more)")
     state = _state()
     store = wasmtime.Store(state.engine)
     step = GuestStep(store, host, fuel=fuel, timeout_s=timeout_s, tick_s=TICK_S)
