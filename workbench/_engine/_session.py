@@ -20,7 +20,7 @@ import onnxruntime as ort
 from ..errors import ModelLoadError
 from ._providers import EventCallback, OpenedSession, OrtSession, ProviderChain, SessionOpener
 
-__all__ = ["EngineSession", "GraphLayout", "ProviderRunError", "inspect_layout",
+__all__ = ["EngineSession", "GraphLayout", "ProviderRunError", "inspect_layout", "scan_graph",
            "session_options"]
 
 _PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
@@ -64,9 +64,11 @@ def session_options(threads: int) -> ort.SessionOptions:
     return options
 
 
-def inspect_layout(session: OrtSession, onnx_path: Path, vocab_hint: int | None) -> GraphLayout:
+def inspect_layout(session: OrtSession, onnx_path: Path, vocab_hint: int | None,
+                   scan: tuple[bool, bool] | None = None) -> GraphLayout:
     """Read the inputs/outputs of ``session``. Raises :class:`ModelLoadError` when the graph
-    does not follow the decoder contract (input_ids, attention_mask, past/present pairs)."""
+    does not follow the decoder contract (input_ids, attention_mask, past/present pairs).
+    ``scan`` is :func:`scan_graph`'s answer when the caller already has it."""
     inputs = {i.name: i for i in session.get_inputs()}
     outputs = {o.name: o for o in session.get_outputs()}
     missing = [n for n in ("input_ids", "attention_mask") if n not in inputs]
@@ -90,18 +92,19 @@ def inspect_layout(session: OrtSession, onnx_path: Path, vocab_hint: int | None)
     dtype = _DTYPES.get(past.type)
     if dtype is None:
         raise ModelLoadError(str(onnx_path), f"unsupported KV cache type {past.type}")
-    gqa, one_row_differs = _scan_graph(onnx_path)
+    gqa, one_row_differs = scan if scan is not None else scan_graph(onnx_path)
     return GraphLayout(layers, kv_heads, head_dim, dtype, vocab, "position_ids" in inputs,
                        gqa, 2 if one_row_differs else 1)
 
 
-def _scan_graph(onnx_path: Path) -> tuple[bool, bool]:
+def scan_graph(onnx_path: Path) -> tuple[bool, bool]:
     """(attention is GroupQueryAttention, a one-row MatMulNBits rounds differently).
 
     onnxruntime's MatMulNBits with fp32 activations (accuracy_level 0) takes a different
     kernel for a single row than for several, so a sequence decoded alone would differ in the
     last bits from the same sequence in a batch. Decoding such graphs with at least two rows
-    (a padding row) keeps every row on the same kernel. Reads no weights.
+    (a padding row) keeps every row on the same kernel. Parses the whole graph (weights that
+    are inside it too), so call it before opening a session to keep peak memory down.
     """
     model = onnx.load(str(onnx_path), load_external_data=False)
     gqa = one_row = False
@@ -120,13 +123,14 @@ class EngineSession:
                  strict: bool, opener: SessionOpener, on_event: EventCallback | None,
                  vocab_hint: int | None = None) -> None:
         self.threads = threads
+        scan = scan_graph(onnx_path)  # before the session: the parsed graph is freed first
 
         def options_for() -> ort.SessionOptions:
             return session_options(threads)
 
         self._chain = ProviderChain(onnx_path, options_for, candidates, strict=strict,
                                     opener=opener, on_event=on_event)
-        self.layout = inspect_layout(self._chain.current.session, onnx_path, vocab_hint)
+        self.layout = inspect_layout(self._chain.current.session, onnx_path, vocab_hint, scan)
 
     @property
     def provider(self) -> str:
