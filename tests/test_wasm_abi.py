@@ -84,6 +84,7 @@ MALFORMED = {
     "trailing garbage": b'{"state":1} x',
     "nan": b'{"state":NaN}',
     "infinity": b'{"state":-Infinity}',
+    "float overflowing to infinity": b'{"state":[1.5,-1e400]}',
     "top-level list": b"[1]",
     "top-level string": b'"state"',
     "missing state": b'{"status":"ready"}',
@@ -177,7 +178,8 @@ def test_adapter_round_trips_infer() -> None:
     assert calls.calls == [("infer", {"prompt": "hi ü"})]
 
 
-@pytest.mark.parametrize("request_bytes", [b"\xff", b"{", b'{"prompt":NaN}'])
+@pytest.mark.parametrize("request_bytes", [b"\xff", b"{", b'{"prompt":NaN}',
+                                           b'{"prompt":"x","temperature":1e999}'])
 def test_adapter_answers_bad_requests_with_an_error(request_bytes: bytes) -> None:
     calls = RecordingHostCalls()
     reply = json.loads(HostCallsAdapter(calls).infer(request_bytes))

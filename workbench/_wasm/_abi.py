@@ -12,6 +12,7 @@ See docs/abi.md for the contract.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -162,10 +163,10 @@ def _parse(raw: bytes) -> JSON:
     except UnicodeDecodeError as exc:
         raise _Malformed(f"output is not UTF-8 (byte {exc.start})") from None
     try:
-        value = json.loads(text, parse_constant=_reject_constant,
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float,
                            object_pairs_hook=_unique_object)
-    except _Malformed:
-        raise
+    except _Malformed as exc:
+        raise _Malformed(f"output {exc}") from None
     except (ValueError, RecursionError) as exc:
         raise _Malformed(f"output is not JSON ({_first_line(str(exc))})") from None
     if _too_deep(value):
@@ -187,14 +188,21 @@ def _too_deep(value: JSON) -> bool:
 
 
 def _reject_constant(name: str) -> Any:
-    raise _Malformed(f"output contains {name}, which JSON does not allow")
+    raise _Malformed(f"contains {name}, which JSON does not allow")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Malformed(f"contains {_short(text)}, too large for a float")
+    return value
 
 
 def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj: dict[str, Any] = {}
     for key, item in pairs:
         if key in obj:
-            raise _Malformed(f"output has duplicate key {_short(key)}")
+            raise _Malformed(f"has duplicate key {_short(key)}")
         obj[key] = item
     return obj
 
@@ -262,7 +270,8 @@ class HostCallsAdapter:
 
     def infer(self, request: bytes) -> bytes:
         try:
-            body = json.loads(request.decode("utf-8"), parse_constant=_reject_constant)
+            body = json.loads(request.decode("utf-8"), parse_constant=_reject_constant,
+                              parse_float=_finite_float)
         except (UnicodeDecodeError, ValueError, RecursionError, _Malformed) as exc:
             return _canonical({"error": f"infer request is not UTF-8 JSON: {exc}"})
         try:
