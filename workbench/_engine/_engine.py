@@ -72,7 +72,8 @@ class Engine:
     :class:`~workbench.errors.ProviderError` instead of falling back. ``threads`` is the fixed
     intra-op thread count and ``prefill_chunk`` (None: one pass) the prefill split; both are
     part of :meth:`describe` because results depend on them. ``on_event(kind, data)`` receives
-    warnings such as ``provider_fallback``. Raises :class:`ModelLoadError` for a model that
+    warnings such as ``provider_fallback``; ``opener`` opens sessions (a seam for tests that
+    inject provider failures). Raises :class:`ModelLoadError` for a model that
     cannot be loaded and :class:`ConfigError` for impossible settings.
     """
 
@@ -120,6 +121,10 @@ class Engine:
         """Results for ``requests``, in their order. A request that cannot run (bad chat
         template, prompt too long) gets ``finish_reason="error"``; a provider failure with
         nothing left to fall back to raises :class:`~workbench.errors.ProviderError`."""
+        return self._infer(requests, on_token)[0]
+
+    def _infer(self, requests: Sequence[InferRequest], on_token: TokenCallback | None
+               ) -> tuple[list[InferResult], DecodeStats]:
         with self._lock:
             self._check_open()
             results: list[InferResult | None] = [None] * len(requests)
@@ -137,7 +142,7 @@ class Engine:
                     [slot for _, slot in group], on_token)
                 for i, slot in group:
                     results[i] = _result(slot, provider)
-            return [r for r in results if r is not None]
+            return [r for r in results if r is not None], self.last_stats
 
     def close(self) -> None:
         """Release the session. Idempotent; later inference raises RunClosed."""
@@ -170,10 +175,9 @@ class Engine:
         request = InferRequest(agent="generate", index=0, messages=messages, prompt=prompt,
                                max_tokens=max_tokens, temperature=temperature, top_p=top_p,
                                top_k=top_k, stop=tuple(stop), sampling_key=seed)
-        result = self.infer_batch([request], on_token)[0]
+        [result], stats = self._infer([request], on_token)
         if result.error is not None:
             raise ConfigError(result.error)
-        stats = self.last_stats
         return Generation(result.text, result.tokens, result.finish_reason, result.provider,
                           result.prompt_tokens, stats.prefill_s, stats.decode_s)
 
