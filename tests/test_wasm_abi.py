@@ -179,11 +179,13 @@ def test_adapter_round_trips_infer() -> None:
 
 
 @pytest.mark.parametrize("request_bytes", [b"\xff", b"{", b'{"prompt":NaN}',
-                                           b'{"prompt":"x","temperature":1e999}'])
+                                           b'{"prompt":"x","temperature":1e999}',
+                                           b'{"prompt":"x","stop":' + b"[" * 300 + b"]" * 300
+                                           + b"}"])
 def test_adapter_answers_bad_requests_with_an_error(request_bytes: bytes) -> None:
     calls = RecordingHostCalls()
     reply = json.loads(HostCallsAdapter(calls).infer(request_bytes))
-    assert set(reply) == {"error"} and "not UTF-8 JSON" in reply["error"]
+    assert set(reply) == {"error"} and reply["error"].startswith("infer request ")
     assert calls.calls == []
 
 

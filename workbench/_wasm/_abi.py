@@ -39,6 +39,7 @@ __all__ = [
     "encode_input",
     "fault",
     "outcome_to_result",
+    "parse_json",
 ]
 
 ABI_VERSION = 1
@@ -139,7 +140,7 @@ def decode_output(raw: bytes, *, max_output_bytes: int) -> StepResult:
         return _failed(_malformed(str(exc)))
 
 
-class _Malformed(Exception):
+class _Malformed(ValueError):
     """Internal: the guest output breaks the ABI; the message says how."""
 
 
@@ -159,18 +160,28 @@ def _canonical(value: JSON) -> bytes:
 
 def _parse(raw: bytes) -> JSON:
     try:
+        return parse_json(raw)
+    except _Malformed as exc:
+        raise _Malformed(f"output {exc}") from None
+
+
+def parse_json(raw: bytes) -> JSON:
+    """Strictly parse guest JSON: UTF-8, no NaN/Infinity (nor floats overflowing to them), no
+    duplicate keys, at most MAX_JSON_DEPTH deep. Raises ValueError saying why, worded to
+    follow the name of what was parsed ("is not UTF-8 (byte 3)")."""
+    try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise _Malformed(f"output is not UTF-8 (byte {exc.start})") from None
+        raise _Malformed(f"is not UTF-8 (byte {exc.start})") from None
     try:
         value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float,
                            object_pairs_hook=_unique_object)
-    except _Malformed as exc:
-        raise _Malformed(f"output {exc}") from None
     except (ValueError, RecursionError) as exc:
-        raise _Malformed(f"output is not JSON ({_first_line(str(exc))})") from None
+        if isinstance(exc, _Malformed):
+            raise
+        raise _Malformed(f"is not JSON ({_first_line(str(exc))})") from None
     if _too_deep(value):
-        raise _Malformed(f"output nests deeper than {MAX_JSON_DEPTH} levels")
+        raise _Malformed(f"nests deeper than {MAX_JSON_DEPTH} levels")
     return value
 
 
@@ -259,8 +270,8 @@ def _first_line(text: str) -> str:
 class HostCallsAdapter:
     """The bytes-level :class:`GuestHost` over a run's :class:`~workbench._types.HostCalls`.
 
-    ``infer`` decodes the guest's request (bad UTF-8, bad JSON or NaN becomes an
-    ``{"error": ...}`` reply, as does a ValueError from ``host.infer``: a rejected request)
+    ``infer`` decodes the guest's request as strictly as output (see :func:`parse_json`; a
+    bad one gets an ``{"error": ...}`` reply, as does a ValueError from ``host.infer``)
     and encodes the result canonically. ``log`` replaces invalid UTF-8. Anything else
     ``host`` raises propagates: it is a host failure, not the guest's.
     """
@@ -270,10 +281,9 @@ class HostCallsAdapter:
 
     def infer(self, request: bytes) -> bytes:
         try:
-            body = json.loads(request.decode("utf-8"), parse_constant=_reject_constant,
-                              parse_float=_finite_float)
-        except (UnicodeDecodeError, ValueError, RecursionError, _Malformed) as exc:
-            return _canonical({"error": f"infer request is not UTF-8 JSON: {exc}"})
+            body = parse_json(request)
+        except _Malformed as exc:
+            return _canonical({"error": f"infer request {exc}"})
         try:
             return _canonical(self._host.infer(body))
         except ValueError as exc:
