@@ -221,6 +221,19 @@ def test_executor_close_unloads_its_agent(cache: Path) -> None:
                    _Host())
 
 
+def test_agents_come_and_go_while_their_module_is_shared(cache: Path) -> None:
+    wasm = counter_wasm()
+    with WorkerPool(1, cache_dir=cache) as pool:
+        first = [pool.executor(wasm, name=f"a{i}", capabilities=CAPS) for i in range(3)]
+        assert {e.identity().hash for e in first} == {first[0].identity().hash}
+        for executor in first:
+            executor.close()  # the worker drops the module with its last agent
+        again = pool.executor(wasm, name="b", capabilities=CAPS)  # so its bytes go again
+        assert drive({"b": again}, 2, seed=6) == drive(
+            {"b": LocalWasmExecutor(wasm, name="b", capabilities=CAPS)}, 2, seed=6)
+        assert pool.restarts == 0 and "agents=1" in repr(pool)
+
+
 def test_default_size_is_the_core_count(cache: Path) -> None:
     import os
 

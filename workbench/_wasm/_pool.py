@@ -93,13 +93,20 @@ class _Module:
     """What a worker needs to load an agent (kept to load it again after a crash)."""
 
     agent: int
-    wasm: bytes
+    sha256: str
+    wasm: bytes  # one bytes object per distinct module (WorkerPool interns them)
     source: str
     capabilities: tuple[str, ...]
 
-    def payload(self) -> bytes:
-        return pack({"agent": self.agent, "source": self.source,
-                     "capabilities": list(self.capabilities)}, self.wasm)
+    @property
+    def key(self) -> tuple[str, tuple[str, ...]]:
+        return self.sha256, self.capabilities
+
+    def payload(self, with_bytes: bool) -> bytes:
+        """A LOAD payload; without the module's bytes when the worker has them already."""
+        return pack({"agent": self.agent, "sha256": self.sha256, "source": self.source,
+                     "capabilities": list(self.capabilities)},
+                    self.wasm if with_bytes else b"")
 
 
 class _Connection:
@@ -128,6 +135,7 @@ class _Connection:
         self._lock = threading.Lock()
         self._waiting: dict[int, queue.Queue[Frame | _Died]] = {}
         self.died: _Died | None = None
+        self.sent: set[tuple[str, tuple[str, ...]]] = set()  # modules whose bytes it got
         self._thread = threading.Thread(target=self._read_loop, daemon=True,
                                         name=f"workbench-wasm-reader-{index}")
         self._thread.start()
@@ -239,19 +247,24 @@ class _Slot:
                                "while its agents were being loaded")
 
     def _load_all(self, conn: _Connection) -> None:
-        """Load every assigned agent into a fresh worker (pipelined; cache hits)."""
-        rids = {}
+        """Load every assigned agent into a fresh worker: pipelined, each module's bytes sent
+        once (the worker counts its users in frame order), compiled modules from the cache."""
+        waiting = []
         for module in self.modules.values():
             rid = self._pool._next_rid()
-            rids[rid] = conn.open(rid)
-            conn.send(Kind.LOAD, rid, module.payload())
-        for rid, inbox in rids.items():
+            waiting.append((rid, conn.open(rid), module))
+            conn.send(Kind.LOAD, rid, module.payload(module.key not in conn.sent))
+            conn.sent.add(module.key)
+        for rid, inbox, module in waiting:
             try:
-                inbox.get(timeout=self._pool.compile_timeout_s)
+                reply = inbox.get(timeout=self._pool.compile_timeout_s)
             except queue.Empty:
                 conn.kill()
+                return
             finally:
                 conn.forget(rid)
+            if isinstance(reply, Frame) and unpack(reply.payload)[0].get("error") == "missing":
+                self._load_once(conn, module)
 
     def load(self, module: _Module) -> None:
         """Compile and load ``module`` in this slot's worker. Raises InvalidModule."""
@@ -283,10 +296,20 @@ class _Slot:
         return _Died(signal=None, exitcode=None)
 
     def _load_once(self, conn: _Connection, module: _Module) -> Frame | _Died:
+        """LOAD and wait for LOADED; the bytes go again if the worker no longer has them.
+        Raises InvalidModule (and kills the worker) past the compile time limit."""
+        reply = self._request_load(conn, module, module.key not in conn.sent)
+        conn.sent.add(module.key)
+        if isinstance(reply, Frame) and unpack(reply.payload)[0].get("error") == "missing":
+            reply = self._request_load(conn, module, True)
+        return reply
+
+    def _request_load(self, conn: _Connection, module: _Module, with_bytes: bool
+                      ) -> Frame | _Died:
         rid = self._pool._next_rid()
         inbox = conn.open(rid)
         try:
-            conn.send(Kind.LOAD, rid, module.payload())
+            conn.send(Kind.LOAD, rid, module.payload(with_bytes))
             try:
                 return inbox.get(timeout=self._pool.compile_timeout_s)
             except queue.Empty:
@@ -298,8 +321,10 @@ class _Slot:
 
     def unload(self, agent: int) -> None:
         with self.lock:
-            if self.modules.pop(agent, None) is not None:
+            module = self.modules.pop(agent, None)
+            if module is not None:
                 self.conn.send(Kind.UNLOAD, 0, pack({"agent": agent}))
+                self._pool._release_bytes(module.sha256)
 
 
 class WorkerPool:
@@ -337,6 +362,7 @@ class WorkerPool:
         self._lock = threading.Lock()
         self._slots: list[_Slot] = []
         self._alone: set[_Connection] = set()
+        self._bytes: dict[str, tuple[bytes, int]] = {}  # sha256 -> (module, its agents)
         self.reruns = 0
         try:
             for index in range(size):
@@ -358,15 +384,21 @@ class WorkerPool:
             raise ConfigError(f"unknown capabilities {unknown}; ABI v1 has {list(HOST_CALLS)}")
         capabilities = tuple(c for c in HOST_CALLS if c in capabilities)
         wasm, label = load_wasm(source)
+        sha = hashlib.sha256(wasm).hexdigest()
         with self._lock:
             agent = next(self._agents)
         slot = self._slots[agent % len(self._slots)]
         if len(slot.modules) >= MAX_AGENTS_PER_WORKER:
             raise ConfigError(f"worker {slot.index} already hosts {MAX_AGENTS_PER_WORKER} "
                               "agents; use a larger WorkerPool(size=...)")
-        slot.load(_Module(agent, wasm, label, tuple(capabilities)))
-        return PooledWasmExecutor(self, slot, agent, name, wasm, limits or Limits(),
-                                  tuple(capabilities))
+        wasm = self._intern_bytes(sha, wasm)
+        try:
+            slot.load(_Module(agent, sha, wasm, label, capabilities))
+        except BaseException:
+            self._release_bytes(sha)
+            raise
+        return PooledWasmExecutor(self, slot, agent, name, sha, limits or Limits(),
+                                  capabilities)
 
     @property
     def size(self) -> int:
@@ -443,6 +475,21 @@ class WorkerPool:
         with self._lock:
             return next(self._rids) & 0xFFFFFFFF
 
+    def _intern_bytes(self, sha: str, wasm: bytes) -> bytes:
+        """One copy of each distinct module for all the agents that use it."""
+        with self._lock:
+            kept, users = self._bytes.get(sha, (wasm, 0))
+            self._bytes[sha] = (kept, users + 1)
+            return kept
+
+    def _release_bytes(self, sha: str) -> None:
+        with self._lock:
+            kept, users = self._bytes.get(sha, (b"", 0))
+            if users > 1:
+                self._bytes[sha] = (kept, users - 1)
+            else:
+                self._bytes.pop(sha, None)
+
     def _reruns_started(self, conn: _Connection) -> None:
         with self._lock:
             self._alone.add(conn)
@@ -467,7 +514,7 @@ class PooledWasmExecutor:
     in-process executor does.
     """
 
-    def __init__(self, pool: WorkerPool, slot: _Slot, agent: int, name: str, wasm: bytes,
+    def __init__(self, pool: WorkerPool, slot: _Slot, agent: int, name: str, sha256: str,
                  limits: Limits, capabilities: tuple[str, ...]) -> None:
         self._pool = pool
         self._slot = slot
@@ -475,7 +522,7 @@ class PooledWasmExecutor:
         self.name = name
         self.limits = limits
         self.capabilities = capabilities
-        self._hash = hashlib.sha256(wasm).hexdigest()
+        self._hash = sha256
         self._meta = {"agent": agent, "fuel": limits.fuel, "memory_bytes": limits.memory_bytes,
                       "timeout_s": limits.timeout_s,
                       "max_output_bytes": limits.max_output_bytes}

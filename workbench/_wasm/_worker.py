@@ -16,7 +16,6 @@ Everything that touches the sandbox is in :func:`_compile` and :func:`_run_step`
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import os
 import queue
@@ -63,14 +62,30 @@ def main(sock: socket.socket, cache_dir: str | None, max_frame: int = DEFAULT_MA
         os._exit(0)  # do not wait for step threads parked in host calls
 
 
+class _Entry:
+    """A module compiled once for all the agents that use it (users), or its load error."""
+
+    def __init__(self) -> None:
+        self.users = 0
+        self.compiled: Any = None
+        self.error: dict[str, Any] | None = None
+        self._done = threading.Event()
+
+    def finish(self, compiled: Any, error: dict[str, Any] | None) -> None:
+        self.compiled, self.error = compiled, error
+        self._done.set()
+
+    def wait(self) -> None:
+        self._done.wait()
+
+
 class _Worker:
     def __init__(self, sock: socket.socket, cache_dir: str | None, max_frame: int) -> None:
         self._reader = FrameReader(sock, max_frame)
         self._writer = FrameWriter(sock, max_frame)
         self._cache_dir = cache_dir
         self._agents: dict[int, tuple[_Key, Any]] = {}  # agent id -> its compiled module
-        self._modules: dict[_Key, Any] = {}  # shared by agents with the same module
-        self._users: dict[_Key, int] = {}
+        self._modules: dict[_Key, _Entry] = {}
         self._modules_lock = threading.Lock()
         self._replies: dict[int, queue.SimpleQueue[bytes]] = {}
         self._threads = ThreadPoolExecutor(MAX_THREADS, thread_name_prefix="wb-agent")
@@ -84,7 +99,7 @@ class _Worker:
             elif frame.kind is Kind.STEP:
                 self._threads.submit(self._guard, self._step, frame)
             elif frame.kind is Kind.LOAD:
-                self._threads.submit(self._guard, self._load, frame)
+                self._accept_load(frame)
             elif frame.kind is Kind.UNLOAD:
                 self._unload(frame)
             elif frame.kind is Kind.PING:
@@ -92,42 +107,60 @@ class _Worker:
             elif frame.kind is Kind.SHUTDOWN:
                 return
 
-    def _guard(self, handler: Any, frame: Frame) -> None:
+    def _guard(self, handler: Any, *args: Any) -> None:
         try:
-            handler(frame)
+            handler(*args)
         except OSError:
             os._exit(0)  # the kernel is gone
 
     # -- loading ---------------------------------------------------------------------------
 
-    def _load(self, frame: Frame) -> None:
+    def _accept_load(self, frame: Frame) -> None:
+        """Count the agent as a user of its module now (frames arrive in order), compile on
+        a thread. A LOAD without the module's bytes names a module this worker should
+        already have; if it has not (any more), the answer is ``missing``."""
         meta, wasm = unpack(frame.payload)
-        caps = tuple(str(c) for c in meta["capabilities"])
-        key = (hashlib.sha256(wasm).hexdigest(), caps)
-        try:
-            compiled = self._compiled(key, wasm, str(meta["source"]))
-        except CapabilityError as exc:
-            reply = {"ok": False, "error": "capability", "name": exc.name,
-                     "granted": list(exc.granted), "via": exc.via, "reason": exc.reason}
-        except InvalidModule as exc:
-            reply = {"ok": False, "error": "invalid", "reason": exc.reason}
-        except Exception as exc:
-            reply = {"ok": False, "error": "invalid", "reason": f"{type(exc).__name__}: {exc}"}
-        else:
-            self._agents[int(meta["agent"])] = (key, compiled)
-            reply = {"ok": True}
-        self._writer.write(Kind.LOADED, frame.rid, pack(reply))
+        key = (str(meta["sha256"]), tuple(str(c) for c in meta["capabilities"]))
+        with self._modules_lock:
+            entry = self._modules.get(key)
+            if entry is None and not wasm:
+                self._writer.write(Kind.LOADED, frame.rid, pack({"ok": False,
+                                                                 "error": "missing"}))
+                return
+            fresh = entry is None
+            if entry is None:
+                entry = self._modules[key] = _Entry()
+            entry.users += 1
+        self._threads.submit(self._guard, self._load, frame.rid, meta, key, entry,
+                             wasm if fresh else None)
 
-    def _compiled(self, key: _Key, wasm: bytes, source: str) -> Any:
-        """The compiled module for ``key``, counted as used once more. Raises InvalidModule."""
+    def _load(self, rid: int, meta: dict[str, Any], key: _Key, entry: _Entry,
+              wasm: bytes | None) -> None:
+        if wasm is not None:
+            entry.finish(*_compile_or_error(wasm, str(meta["source"]), key[1],
+                                            self._cache_dir))
+        entry.wait()
+        if entry.error is not None:
+            self._release(key)
+            reply = entry.error
+        else:
+            self._agents[int(meta["agent"])] = (key, entry.compiled)
+            reply = {"ok": True}
+        self._writer.write(Kind.LOADED, rid, pack(reply))
+
+    def _release(self, key: _Key) -> None:
         with self._modules_lock:
-            found = self._modules.get(key)
-        if found is None:
-            found = _compile(wasm, source, key[1], self._cache_dir)
-        with self._modules_lock:
-            found = self._modules.setdefault(key, found)
-            self._users[key] = self._users.get(key, 0) + 1
-        return found
+            entry = self._modules.get(key)
+            if entry is not None:
+                entry.users -= 1
+                if entry.users <= 0:
+                    del self._modules[key]
+
+    def _unload(self, frame: Frame) -> None:
+        """Forget an agent, and its compiled module once no other agent uses it."""
+        loaded = self._agents.pop(int(unpack(frame.payload)[0]["agent"]), None)
+        if loaded is not None:
+            self._release(loaded[0])
 
     # -- stepping ----------------------------------------------------------------------------
 
@@ -148,19 +181,6 @@ class _Worker:
         finally:
             self._replies.pop(frame.rid, None)
         self._writer.write(kind, frame.rid, pack(meta, output))
-
-    def _unload(self, frame: Frame) -> None:
-        """Forget an agent, and its compiled module once no other agent uses it."""
-        loaded = self._agents.pop(int(unpack(frame.payload)[0]["agent"]), None)
-        if loaded is None:
-            return
-        with self._modules_lock:
-            users = self._users.get(loaded[0], 0) - 1
-            if users > 0:
-                self._users[loaded[0]] = users
-            else:
-                self._users.pop(loaded[0], None)
-                self._modules.pop(loaded[0], None)
 
     def notify_host(self, rid: int, fn: str, arg: bytes) -> None:
         """A host call without a result (``log``): sent, not waited for. Frames keep their
@@ -203,6 +223,21 @@ class _ForwardingHost:
 # -- the sandbox, behind two functions ---------------------------------------------------------
 
 _sandbox: Any = None  # the SANDBOX module, imported by main()
+
+
+def _compile_or_error(wasm: bytes, source: str, capabilities: tuple[str, ...],
+                      cache_dir: str | None) -> tuple[Any, dict[str, Any] | None]:
+    """(compiled module, None), or (None, the LOADED reply that says why not)."""
+    try:
+        return _compile(wasm, source, capabilities, cache_dir), None
+    except CapabilityError as exc:
+        return None, {"ok": False, "error": "capability", "name": exc.name,
+                      "granted": list(exc.granted), "via": exc.via, "reason": exc.reason}
+    except InvalidModule as exc:
+        return None, {"ok": False, "error": "invalid", "reason": exc.reason}
+    except Exception as exc:
+        return None, {"ok": False, "error": "invalid",
+                      "reason": f"{type(exc).__name__}: {exc}"}
 
 
 def _compile(wasm: bytes, source: str, capabilities: tuple[str, ...],
