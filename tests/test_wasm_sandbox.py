@@ -615,3 +615,23 @@ def test_the_c_example_in_abi_md_builds_and_runs(tmp_path: Path) -> None:
 def test_out_of_range_limits_are_rejected(limits: dict[str, int | float]) -> None:
     with pytest.raises(ValueError, match="bad limits"):
         run(compile_wat(agent_wat()), **limits)  # type: ignore[arg-type]
+
+
+def test_a_run_journals_wasm_faults_and_replays_them(tmp_path: Path) -> None:
+    import workbench as wb
+
+    journal = tmp_path / "run.wbj"
+    run_ = wb.Run(seed=3, policy="parallel", workers=0, journal=journal)
+    run_.add_agent("ctr", EXAMPLES / "counter.wat", capabilities=["random", "now", "log"])
+    run_.add_agent("spin", EXAMPLES / "spin.wat", capabilities=[], fuel=50_000)
+    run_.add_agent("bomb", EXAMPLES / "memory_bomb.wat", capabilities=[], memory="256KiB")
+    run_.connect("ctr", "ctr")
+    first = run_.step()
+    assert first is not None
+    assert {name: f.kind for name, f in first.faults.items()} == {
+        "spin": "out_of_fuel", "bomb": "memory_limit"}
+    run_.step()
+    assert run_.state_of("ctr") == 2  # the sibling went on
+    assert (run_.status_of("spin"), run_.status_of("bomb")) == ("faulted", "faulted")
+    run_.close()
+    wb.replay(journal)  # raises NondeterminismError at the first divergence
