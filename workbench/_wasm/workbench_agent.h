@@ -20,9 +20,9 @@
  * guest memory through the guest's own `alloc`, so the guest owns all memory. A fresh
  * instance runs every step: keep nothing in globals between steps, put it in "state".
  *
- * Build a reactor (no main), e.g.:
+ * Build a reactor (no main) with `workbench build-agent agent.c`, which runs
  *     clang --target=wasm32-wasi -O2 -mexec-model=reactor \
- *           -Wl,--export=alloc -Wl,--export=step agent.c -o agent.wasm
+ *           -Wl,--export-if-defined=alloc -Wl,--export-if-defined=step ...
  */
 #ifndef WORKBENCH_AGENT_H
 #define WORKBENCH_AGENT_H
