@@ -596,7 +596,7 @@ def test_local_executor_faults_are_results() -> None:
 
 @pytest.mark.toolchain
 def test_the_c_example_in_abi_md_builds_and_runs(tmp_path: Path) -> None:
-    from wasm_examples import build_or_fail
+    from tests.wasm_examples import build_or_fail
 
     text = (ROOT / "docs" / "abi.md").read_text()
     c_source = re.search(r"```c\n(.*?)```", text, re.S)

@@ -186,6 +186,8 @@ _EXPORT_SIGS: dict[str, Sig] = {
     "step": (("i32", "i32"), ("i64",)),
     "_initialize": ((), ()),
 }
+
+
 def compile_module(wasm: bytes, *, source: str, capabilities: tuple[str, ...],
                    cache_dir: Path | str | None = None) -> CompiledAgent:
     """Validate, compile (or load from ``cache_dir``), check and link an agent module.
