@@ -114,7 +114,7 @@ def outcome_to_result(outcome: StepOutcome, *, max_output_bytes: int) -> StepRes
             and outcome.memory_at_limit):
         return StepResult(state=None, fault=fault(
             "memory_limit",
-            f"the agent reached its memory limit and then {result.fault.detail}",
+            f"the agent reached its memory limit, then its {result.fault.detail}",
             memory_size=outcome.memory_size, cause=result.fault.to_json()))
     return result
 
@@ -131,11 +131,7 @@ def decode_output(raw: bytes, *, max_output_bytes: int) -> StepResult:
                              f"{max_output_bytes}; raise max_output_bytes or send less",
                              limit="max_output_bytes", size=len(raw), max=max_output_bytes))
     try:
-        value = _parse(raw)
-    except _Malformed as exc:
-        return _failed(_malformed(str(exc)))
-    try:
-        return _to_result(value)
+        return _to_result(_parse(raw))
     except _Malformed as exc:
         return _failed(_malformed(str(exc)))
 
