@@ -132,6 +132,11 @@ def test_invalid_request_is_an_error_result_not_an_exception(tiny_model: ModelFi
     assert results[0].tokens == results[2].tokens
 
 
+def test_empty_batch_gives_no_results(tiny_model: ModelFiles) -> None:
+    with Engine(tiny_model, threads=1) as engine:
+        assert engine.infer_batch([]) == []
+
+
 def test_prefill_chunking_is_configured_and_described(tiny_model: ModelFiles) -> None:
     with Engine(tiny_model, threads=1) as one, Engine(tiny_model, threads=1,
                                                       prefill_chunk=4) as split:
