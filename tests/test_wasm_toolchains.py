@@ -137,7 +137,8 @@ def test_critic_asks_the_model_and_forwards_the_reply(built: Build, executor: Ca
     result = ok(agent.step(StepRequest("critic", 2, {"forward_to": "editor"}, inbox), host))
     [request] = host.values("infer")
     assert request["max_tokens"] == 48
-    assert request["messages"][1] == {"role": "user", "content": 'Cats "rule".'}
+    assert request["messages"][1] == {"role": "user", "content": (
+        'Here is a short text: "Cats "rule"." In one sentence, what should the writer improve?')}
     assert [(o.to, o.payload) for o in result.outbox] == [
         ("editor", {"critique": "too vague", "draft": 'Cats "rule".', "finish_reason": "stop"})]
     assert result.state == {"reviewed": 1, "forward_to": "editor"}

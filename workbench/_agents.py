@@ -89,8 +89,9 @@ def shared_pool(workers: int | None = None) -> Any:
     global _pool
     with _pool_lock:
         if _pool is None or _pool.closed:
+            from workbench._cachedir import cache_root
             from workbench._wasm._pool import WorkerPool
 
-            _pool = WorkerPool(size=workers)
+            _pool = WorkerPool(size=workers, cache_dir=cache_root() / "modules")
             atexit.register(_pool.close)
         return _pool

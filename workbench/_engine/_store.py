@@ -29,6 +29,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from workbench._cachedir import cache_root
 from workbench._engine._convert import DEFAULT_VARIANT, VARIANTS, file_sha256, variant_hash
 from workbench._engine._model import MANIFEST, ModelConfig, ModelFiles, read_manifest
 from workbench._engine._validate import DEFAULT_MEMORY_BYTES, Validator
@@ -55,17 +56,6 @@ KNOWN_MODELS = {
 }
 DEFAULT_MODEL = "smollm2-135m-instruct"
 PIP_TIMEOUT_S = 600
-
-
-def cache_root(cache_dir: Path | None = None) -> Path:
-    """The cache folder (created)."""
-    if cache_dir is None:
-        env = os.environ.get("WORKBENCH_CACHE")
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        cache_dir = Path(env) if env else (Path(xdg) if xdg else Path.home() / ".cache") \
-            / "workbench"
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    return cache_dir
 
 
 def resolve_model(name_or_path: str | Path, *, cache_dir: Path | None = None,
