@@ -132,6 +132,16 @@ def test_invalid_request_is_an_error_result_not_an_exception(tiny_model: ModelFi
     assert results[0].tokens == results[2].tokens
 
 
+def test_chat_template_gets_the_bos_token_text(tiny_model: ModelFiles) -> None:
+    template = "{{ bos_token }}{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    files = dataclasses.replace(tiny_model, chat_template=template)
+    with Engine(files, threads=1) as engine:
+        ids = engine._encode(_request(messages=({"role": "user", "content": "hello"},),
+                                      prompt=None))
+    assert tiny_model.config.bos_token_id is not None
+    assert ids[0] == tiny_model.config.bos_token_id and ids[1] != ids[0]
+
+
 def test_empty_batch_gives_no_results(tiny_model: ModelFiles) -> None:
     with Engine(tiny_model, threads=1) as engine:
         assert engine.infer_batch([]) == []

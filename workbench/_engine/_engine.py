@@ -209,12 +209,23 @@ class Engine:
         return Slot(request, prompt, params, self._stream(request), capacity)
 
     def _encode(self, request: InferRequest) -> list[int]:
-        if request.messages is not None:
-            text = render_chat(self.files.chat_template, request.messages)
-        else:
-            text = request.prompt or ""
-        ids: list[int] = self._tokenizer.encode(text).ids
+        """Prompt token ids. A chat template that writes the BOS token itself does not get a
+        second one from the tokenizer."""
+        if request.messages is None:
+            ids: list[int] = self._tokenizer.encode(request.prompt or "").ids
+            return ids
+        bos, eos = self._special(self.files.config.bos_token_id), self._special(
+            next(iter(self.files.config.eos_token_ids), None))
+        text = render_chat(self.files.chat_template, request.messages, bos_token=bos,
+                           eos_token=eos)
+        add_special = not (bos and text.startswith(bos))
+        ids = self._tokenizer.encode(text, add_special_tokens=add_special).ids
         return ids
+
+    def _special(self, token_id: int | None) -> str:
+        if token_id is None:
+            return ""
+        return str(self._tokenizer.id_to_token(token_id) or "")
 
     def _stream(self, request: InferRequest) -> TextStream:
         decode = self._tokenizer.decode
