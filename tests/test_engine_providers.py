@@ -173,3 +173,16 @@ def test_session_options_fix_the_thread_count() -> None:
     options = session_options(3)
     assert options.intra_op_num_threads == 3
     assert options.inter_op_num_threads == 1
+
+
+def test_failure_of_the_last_provider_raises(tiny_model: Any) -> None:
+    class BrokenCpu(FlakyGpuSession):
+        def get_providers(self) -> list[str]:
+            return [CPU]
+
+    def opener(path: Path, options: ort.SessionOptions, provider: str) -> OrtSession:
+        return BrokenCpu(default_opener(path, options, provider), fail_at=1)
+
+    with Engine(tiny_model, threads=1, opener=opener) as engine, \
+            pytest.raises(ProviderError, match="no provider left"):
+        engine.infer_batch(REQUESTS)

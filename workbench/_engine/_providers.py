@@ -181,8 +181,11 @@ class ProviderChain:
         failed = self.current
         reason = f"{type(error).__name__}: {error}"
         nxt = failed.index + 1
-        if self._strict or nxt >= len(self._candidates):
+        if self._strict:
             raise ProviderError(failed.provider, f"failed at run time: {reason}") from error
+        if nxt >= len(self._candidates):
+            raise ProviderError(failed.provider, f"failed at run time with no provider left "
+                                f"to fall back to: {reason}") from error
         _warn(self._on_event, failed.provider, self._candidates[nxt], reason, "run")
         self.current = open_with_fallback(self._path, self._options_for, self._candidates,
                                           start=nxt, opener=self._opener,
