@@ -46,7 +46,11 @@ SMOLLM2_SHAPES = {"layers": 30, "hidden": 576, "heads": 9, "kv_heads": 3, "inter
                   "vocab": 49152}
 LOGIT_TOLERANCE = 2e-2
 """Largest |CPU - CUDA| logit allowed (exact variant; logits of this model are O(10)).
-CUDA sums in a different order (and may use TF32), so bit equality is not expected."""
+CUDA sums in a different order (and may use TF32), so bit equality is not expected.
+onnxruntime's CUDA GroupQueryAttention kernel is registered for float16/bfloat16, so with
+these float32 graphs onnxruntime may place the attention nodes on the CPU provider inside the
+CUDA session (the engine keeps the KV cache in host memory anyway); the check measures what
+that costs."""
 PROMPTS = ("hello world, the agent and the model", "what is the step token",
            "yes no ok the world is", "in it that what you")
 
@@ -161,15 +165,24 @@ def main() -> int:
         cuda_exact = open_cuda(exact)
         if cuda_exact is not None:
             with cuda_exact:
-                agreement = compare(cpu_exact, cuda_exact, min(opts.tokens, 16))
+                try:
+                    agreement = compare(cpu_exact, cuda_exact, min(opts.tokens, 16))
+                except ProviderError as exc:
+                    say(f"CUDA failed at run time: {exc.reason}")
+                    agreement = {"same": 0, "prompts": len(PROMPTS), "max_diff": float("inf")}
     for provider in (CPU, CUDA):
         engine = Engine(fast, providers=[CPU], threads=2) if provider == CPU else open_cuda(fast)
         if engine is None:
             rows.append((provider, "n/a", "n/a"))
             continue
         with engine:
-            one = decode_speed(engine, 1, opts.tokens)
-            eight = decode_speed(engine, 8, opts.tokens)
+            try:
+                one = decode_speed(engine, 1, opts.tokens)
+                eight = decode_speed(engine, 8, opts.tokens)
+            except ProviderError as exc:
+                say(f"{provider} failed at run time: {exc.reason}")
+                rows.append((provider, "failed", "failed"))
+                continue
         rows.append((provider, f"{one:.1f}", f"{eight:.1f}"))
     print_table(rows, agreement)
     if agreement is None:
