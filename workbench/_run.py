@@ -67,7 +67,7 @@ class Run:
     """
 
     def __init__(self, seed: int = 0, policy: str | Policy = "round_robin", *,
-                 model: str | Path | InferenceBackend | None = None,
+                 model: str | Path | InferenceBackend | Any | None = None,
                  journal: str | os.PathLike[str] | None = None,
                  workers: int | None = None, max_batch: int = 8, concurrency: int = 64,
                  engine_options: Mapping[str, Any] | None = None,
@@ -298,13 +298,13 @@ class Run:
         if self._engine is None:
             if self._model is None:
                 raise ConfigError("this run has no model; pass Run(model='smollm2-135m-instruct')")
-            if isinstance(self._model, str | Path):
+            if hasattr(self._model, "infer_batch"):
+                self._engine = self._model  # an engine object (e.g. testing.FakeEngine)
+            else:  # a model name, a path, or ModelFiles
                 from workbench._engine._engine import Engine
 
                 options = {"on_event": self._engine_event, **self._engine_options}
                 self._engine = Engine(self._model, **options)
-            else:
-                self._engine = self._model
         return self._engine
 
     def _engine_event(self, kind: str, data: Mapping[str, Any]) -> None:

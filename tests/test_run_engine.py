@@ -1,0 +1,78 @@
+"""A run on the real engine (tiny generated model): barrier batches, provider fallback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from engine_helpers import tiny_model
+from test_engine_providers import CUDA, Opener
+
+import workbench as wb
+from workbench._engine._model import ModelFiles
+
+__all__ = ["tiny_model"]
+
+
+def asker(state: Any, inbox: Any, host: Any) -> dict[str, Any]:
+    reply = host.infer({"prompt": f"question {state['i']}", "max_tokens": 6})
+    return {"state": {"i": state["i"], "reply": reply["tokens"],
+                      "provider": reply["provider"]}, "outbox": [], "status": "done"}
+
+
+def team(path: Path, model: ModelFiles, **engine_options: Any) -> wb.Run:
+    run = wb.Run(seed=2, policy="parallel", model=model, journal=path, max_batch=3,
+                 engine_options={"threads": 1, **engine_options})
+    for i in range(5):
+        run.add_agent(f"a{i}", asker, state={"i": i})
+    return run
+
+
+def test_run_on_the_engine_is_deterministic_and_replays(tmp_path: Path,
+                                                        tiny_model: ModelFiles) -> None:
+    with team(tmp_path / "1.wbj", tiny_model) as run:
+        run.run()
+        header = run.journal.read().records[0]
+        assert header["engine"]["provider"] == "CPUExecutionProvider"
+        assert header["engine"]["model_hash"] == tiny_model.model_hash
+    with team(tmp_path / "2.wbj", tiny_model, max_batch=1) as run:
+        run.run()  # the engine's own batch size must not change any tokens
+    first = [r for r in wb.read_journal(tmp_path / "1.wbj") if r["k"] == "call"]
+    second = [r for r in wb.read_journal(tmp_path / "2.wbj") if r["k"] == "call"]
+    assert first == second and len(first) == 5
+    assert all(len(c["res"]["tokens"]) == 6 for c in first)
+    wb.replay(tmp_path / "1.wbj", agents={f"a{i}": asker for i in range(5)})
+
+
+def test_forced_provider_failure_falls_back_to_cpu_and_is_journaled(
+        tmp_path: Path, tiny_model: ModelFiles) -> None:
+    opener = Opener("flaky", fail_at=4)
+    with team(tmp_path / "j.wbj", tiny_model, providers=[CUDA], opener=opener) as run:
+        events: list[wb.Event] = []
+        sub = run.subscribe(events.append, kinds=("warning",))
+        run.run()
+        sub.flush()
+        records = run.journal.read().records
+    assert records[0]["engine"]["provider"] == CUDA  # it loaded "on CUDA"
+    warns = [r for r in records if r["k"] == "warn" and r["what"] == "provider_fallback"]
+    assert [(w["failed"], w["next"], w["when"], w["t"]) for w in warns] == [
+        (CUDA, "CPUExecutionProvider", "run", 0)]
+    assert any(r["k"] == "warn" and r["what"] == "stream_restart" for r in records)
+    providers = {r["a"]: r["res"]["provider"] for r in records if r["k"] == "call"}
+    assert set(providers.values()) <= {CUDA, "CPUExecutionProvider"}
+    assert "CPUExecutionProvider" in providers.values()
+    assert any(e.data.get("what") == "provider_fallback" for e in events)
+    wb.replay(tmp_path / "j.wbj", agents={f"a{i}": asker for i in range(5)})
+
+
+def test_strict_provider_failure_stops_the_step_without_committing_it(
+        tmp_path: Path, tiny_model: ModelFiles) -> None:
+    opener = Opener("flaky", fail_at=2)
+    with team(tmp_path / "j.wbj", tiny_model, providers=[CUDA], opener=opener,
+              strict_provider=True) as run:
+        with pytest.raises(wb.ProviderError):
+            run.step()
+        assert run.step_index == 0
+        kinds = [r["k"] for r in run.journal.read().records]
+    assert kinds == ["run"]
