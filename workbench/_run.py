@@ -295,17 +295,20 @@ class Run:
     @property
     def engine(self) -> InferenceBackend:
         """The inference engine (loaded on first use). Raises ConfigError without a model."""
-        if self._engine is None:
-            if self._model is None:
-                raise ConfigError("this run has no model; pass Run(model='smollm2-135m-instruct')")
-            if hasattr(self._model, "infer_batch"):
-                self._engine = self._model  # an engine object (e.g. testing.FakeEngine)
-            else:  # a model name, a path, or ModelFiles
-                from workbench._engine._engine import Engine
+        if self._engine is not None:
+            return self._engine
+        if self._model is None:
+            raise ConfigError("this run has no model; pass Run(model='smollm2-135m-instruct')")
+        engine: InferenceBackend
+        if hasattr(self._model, "infer_batch"):
+            engine = self._model  # an engine object (e.g. testing.FakeEngine)
+        else:  # a model name, a path, or ModelFiles
+            from workbench._engine._engine import Engine
 
-                options = {"on_event": self._engine_event, **self._engine_options}
-                self._engine = Engine(self._model, **options)
-        return self._engine
+            options = {"on_event": self._engine_event, **self._engine_options}
+            engine = Engine(self._model, **options)
+        self._engine = engine
+        return engine
 
     def _engine_event(self, kind: str, data: Mapping[str, Any]) -> None:
         """Engine warnings (provider fallback ...): an event now, a journal record at the
