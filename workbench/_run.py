@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from workbench import _canonical
 from workbench._agents import is_wasm_source, make_executor, parse_bytes, wasm_bytes
@@ -301,7 +301,7 @@ class Run:
             raise ConfigError("this run has no model; pass Run(model='smollm2-135m-instruct')")
         engine: InferenceBackend
         if hasattr(self._model, "infer_batch"):
-            engine = self._model  # an engine object (e.g. testing.FakeEngine)
+            engine = cast(InferenceBackend, self._model)  # e.g. testing.FakeEngine
         else:  # a model name, a path, or ModelFiles
             from workbench._engine._engine import Engine
 
