@@ -4,6 +4,8 @@
 >>> run = wb.Run(seed=7, policy="round_robin")
 """
 
+from typing import TYPE_CHECKING
+
 from workbench._events import Event, Subscription
 from workbench._journal import Journal, read_journal
 from workbench._policy import DAG
@@ -28,7 +30,20 @@ from workbench.errors import (
     WorkbenchError,
 )
 
+if TYPE_CHECKING:
+    from workbench._engine._engine import Engine, Generation
+
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # The engine pulls in onnxruntime; import it only when asked for.
+    if name in ("Engine", "Generation"):
+        from workbench._engine import _engine
+
+        return getattr(_engine, name)
+    raise AttributeError(f"module 'workbench' has no attribute {name!r}")
+
 
 __all__ = [
     "DAG",
@@ -36,8 +51,10 @@ __all__ = [
     "AgentFault",
     "CapabilityError",
     "ConfigError",
+    "Engine",
     "Event",
     "Fault",
+    "Generation",
     "InvalidModule",
     "Journal",
     "JournalCorrupt",
