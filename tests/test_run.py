@@ -293,3 +293,22 @@ def test_closed_run_refuses_work(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="closed"):
         run.step()
     assert "closed" in repr(run)
+
+
+def test_queue_limit_is_a_journaled_fault(tmp_path: Path) -> None:
+    def flood(state: Any, inbox: Any, host: Any) -> dict[str, Any]:
+        return {"state": state + 3, "outbox": [("sink", state + i) for i in range(3)],
+                "status": "ready"}
+
+    with make(tmp_path, "round_robin") as run:
+        run.add_agent("flood", flood, state=0)
+        run.add_agent("other", flood, state=100)
+        run.add_agent("sink", echo, state=[], limits=wb.Limits(max_queued=5))
+        run.connect("flood", "sink")
+        run.connect("other", "sink")
+        run.step()  # flood: 3 queued
+        report = run.step()  # other: 3 more would make 6 > 5
+        assert report is not None and report.faults["other"].kind == "limit"
+        assert "max_queued is 5" in report.faults["other"].detail
+        run.step()  # sink gets what was accepted, nothing lost
+        assert [entry[3] for entry in run.state_of("sink")] == [0, 1, 2]

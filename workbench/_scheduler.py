@@ -9,6 +9,7 @@ journal sink in one write at commit; a step that fails before commit writes noth
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -141,8 +142,10 @@ class Scheduler:
         results, hosts = self._run_agents(t, selected, inboxes)
         records = [step_record]
         report = StepReport(t, selected)
+        queued = collections.Counter(m.to for m in self.state.pending)
+        queued.subtract({name: len(inboxes[name]) for name in selected})  # delivered now
         for name in selected:
-            result = self._validate(self.slots[name], results[name])
+            result = self._validate(self.slots[name], results[name], queued)
             records += [{"k": "call", "t": t, "a": name, **c} for c in hosts[name].calls]
             records.append(self._agent_record(t, name, result, hosts[name].counters))
             if result.fault is not None:
@@ -191,10 +194,26 @@ class Scheduler:
         finally:
             sh.finished(name)
 
-    def _validate(self, slot: AgentSlot, result: StepResult) -> StepResult:
-        """Enforce JSON, size, message and channel rules uniformly for every executor."""
+    def _validate(self, slot: AgentSlot, result: StepResult,
+                  queued: collections.Counter[str]) -> StepResult:
+        """Enforce JSON, size, message, queue and channel rules uniformly for every executor.
+        ``queued`` counts the messages waiting per recipient; accepted messages add to it."""
         if result.fault is not None:
             return result
+        checked = self._check_output(slot, result)
+        if checked.fault is not None:
+            return checked
+        adding = collections.Counter(m.to for m in result.outbox)
+        for to, n in sorted(adding.items()):
+            capacity = self.slots[to].limits.max_queued
+            if queued[to] + n > capacity:
+                return _fault("limit", f"{to!r} already has {queued[to]} messages waiting "
+                              f"(its max_queued is {capacity}); wait for it to catch up",
+                              {"to": to})
+        queued.update(adding)
+        return result
+
+    def _check_output(self, slot: AgentSlot, result: StepResult) -> StepResult:
         limits = slot.limits
         try:
             state_bytes = len(_canonical.dumps(result.state))

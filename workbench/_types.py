@@ -58,6 +58,9 @@ class Limits:
 
     ``fuel`` and ``memory_bytes`` apply to WebAssembly agents; ``timeout_s`` is a wall-clock
     backstop only (a timeout is reported, but is by nature not reproducible).
+    ``max_messages`` bounds the messages an agent sends, and receives, per step;
+    ``max_queued`` bounds the messages waiting for it: a sender whose message would overflow
+    it gets a ``limit`` fault instead of the message being lost.
     """
 
     fuel: int = 100_000_000
@@ -65,6 +68,7 @@ class Limits:
     max_state_bytes: int = 1024 * 1024
     max_output_bytes: int = 1024 * 1024
     max_messages: int = 1024
+    max_queued: int = 10_000
     max_tokens_per_step: int = 4096
     max_tokens_per_run: int = 1_000_000
     timeout_s: float = 10.0
@@ -73,7 +77,8 @@ class Limits:
         return {
             "fuel": self.fuel, "memory_bytes": self.memory_bytes,
             "max_state_bytes": self.max_state_bytes, "max_output_bytes": self.max_output_bytes,
-            "max_messages": self.max_messages, "max_tokens_per_step": self.max_tokens_per_step,
+            "max_messages": self.max_messages, "max_queued": self.max_queued,
+            "max_tokens_per_step": self.max_tokens_per_step,
             "max_tokens_per_run": self.max_tokens_per_run,
         }
 
