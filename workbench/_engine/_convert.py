@@ -33,7 +33,7 @@ from workbench.errors import ConfigError
 __all__ = ["CONVERTER_VERSION", "DEFAULT_VARIANT", "VARIANTS", "convert_gguf", "file_sha256",
            "variant_hash"]
 
-CONVERTER_VERSION = "1"
+CONVERTER_VERSION = "2"
 VARIANTS = {"q4-int8act": ACCURACY_INT8, "q4-fp32act": ACCURACY_EXACT}
 DEFAULT_VARIANT = "q4-int8act"
 ONNX_NAME, TOKENIZER_NAME = "model.onnx", "tokenizer.json"
