@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import gguf
 import numpy as np
+import onnxruntime as ort
 import pytest
 from engine_helpers import (
+    empty_past,
     new_kv_buffers,
     prefill_logits,
     real_model_exact,
@@ -20,6 +23,7 @@ from engine_helpers import (
 
 from workbench._engine._convert import convert_gguf
 from workbench._engine._gguf import read_gguf
+from workbench._engine._graph import ACCURACY_EXACT, ACCURACY_INT8, build_llama_graph
 from workbench._engine._model import ModelFiles
 from workbench._engine._reference import reference_logits
 from workbench._engine._tiny import write_tiny_gguf
@@ -70,6 +74,37 @@ def test_other_supported_types_convert_exactly(tmp_path: Path, matrix_type: str)
     ref = _reference(files, IDS)
     got = prefill_logits(session(files), files.config, IDS)
     assert np.abs(got - ref).max() < 1e-4 * max(1.0, float(np.abs(ref).max()))
+
+
+@pytest.mark.parametrize("accuracy", [ACCURACY_INT8, ACCURACY_EXACT])
+@pytest.mark.parametrize("biases", [False, True])
+def test_packed_products_change_no_bit(tmp_path: Path, accuracy: int, biases: bool) -> None:
+    """q/k/v and gate/up as one product each (Q4_1: one shared correction) give bitwise the
+    logits of one product per matrix, in one row and in a batch; q/k/v biases (Qwen2-style,
+    here with k unbiased) are packed with them."""
+    parsed = read_gguf(write_tiny_gguf(tmp_path / "t.gguf"))
+    weights = parsed.weights
+    if biases:
+        rng = np.random.default_rng(5)
+        layers = [dataclasses.replace(
+            layer, q_bias=rng.standard_normal(layer.q.n_out).astype(np.float32),
+            v_bias=rng.standard_normal(layer.v.n_out).astype(np.float32))
+            for layer in weights.layers]
+        weights = dataclasses.replace(weights, layers=layers)
+    ids = np.asarray([IDS, IDS[::-1]], np.int64)
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids),
+             **empty_past(parsed.config, batch=2)}
+    logits = []
+    for pack in (True, False):
+        graph = build_llama_graph(parsed.config, weights, accuracy_level=accuracy, pack=pack)
+        sess = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+        logits.append(sess.run(["logits"], feeds)[0])
+        ops = {node.op_type for node in graph.graph.node}
+        assert ("Split" in ops) == pack
+    assert np.array_equal(logits[0], logits[1])
+    if biases:
+        ref = reference_logits(parsed.config, weights, IDS)
+        assert np.abs(logits[1][0] - ref).max() < 0.1 * float(np.abs(ref).max())
 
 
 def test_unsupported_tensor_type_is_named(tmp_path: Path) -> None:

@@ -167,10 +167,11 @@ def rope_tables(config: ModelConfig) -> tuple[np.ndarray, np.ndarray]:
 class _Builder:
     """Collects nodes and initializers; every helper returns its output's name."""
 
-    def __init__(self, accuracy_level: int) -> None:
+    def __init__(self, accuracy_level: int, pack: bool = True) -> None:
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
         self.accuracy_level = accuracy_level
+        self.pack = pack
         self._count = 0
         self._block_sums: dict[str, str] = {}
         self._row_shapes: dict[int, str] = {}
@@ -215,7 +216,7 @@ class _Builder:
         ``str``), else one product each (a ``list``). Packing changes no bit of any output:
         every output column is computed as it would be alone."""
         biases = list(biases) if biases is not None else [None] * len(ws)
-        packed = _pack(ws)
+        packed = _pack(ws) if self.pack else None
         if packed is None:
             return [self.linear(x, w, f"{prefix}.{i}", b)
                     for i, (w, b) in enumerate(zip(ws, biases, strict=True))]
@@ -309,13 +310,15 @@ def _value_info(name: str, elem: int, dims: Sequence[int | str]) -> onnx.ValueIn
 
 
 def build_llama_graph(config: ModelConfig, weights: LlamaWeights, *,
-                      accuracy_level: int = ACCURACY_INT8) -> onnx.ModelProto:
+                      accuracy_level: int = ACCURACY_INT8, pack: bool = True
+                      ) -> onnx.ModelProto:
     """The decoder graph (see the module docstring for its inputs and outputs).
 
     ``accuracy_level`` is MatMulNBits' ``accuracy_level``: :data:`ACCURACY_INT8` (fast,
     activations quantised to int8 per block) or :data:`ACCURACY_EXACT` (fp32 activations).
+    ``pack=False`` gives one product per matrix (the same logits, bit for bit; for tests).
     """
-    g = _Builder(accuracy_level)
+    g = _Builder(accuracy_level, pack)
     kv, hd = config.num_kv_heads, config.head_dim
     cos, sin = rope_tables(config)
     g.init("cos_cache", cos)
