@@ -204,6 +204,8 @@ def test_background_driving_writes_the_same_journal(tmp_path: Path) -> None:
         assert not run.running
         with pytest.raises(wb.RunBusy):
             run.step()
+        with pytest.raises(wb.RunBusy, match="resume"):
+            run.wait(1)
         assert run.step_index == paused_at
         run.resume()
         summary = run.wait(30)

@@ -528,6 +528,9 @@ class _Background:
         self._thread.join()
 
     def wait(self, timeout: float | None) -> RunSummary | None:
+        with self._cond:
+            if self._paused and not self._finished:
+                raise RunBusy("wait", "it is paused: call run.resume() first")
         self._thread.join(timeout)
         with self._cond:
             if not self._finished:

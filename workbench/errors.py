@@ -43,12 +43,9 @@ class ConfigError(WorkbenchError, ValueError):
 class RunBusy(WorkbenchError, RuntimeError):
     """The run is being driven in the background; pause() or wait() first."""
 
-    def __init__(self, action: str) -> None:
+    def __init__(self, action: str, hint: str = "call run.pause() or run.wait() first") -> None:
         self.action = action
-        super().__init__(
-            f"cannot {action} while the run is driven in the background; "
-            "call run.pause() or run.wait() first"
-        )
+        super().__init__(f"cannot {action} while the run is driven in the background; {hint}")
 
 
 class RunClosed(WorkbenchError, ValueError):
