@@ -35,7 +35,7 @@ class RunSummary:
     """What ``run.run()`` did."""
 
     steps: int  # steps run by this call
-    reason: str  # "quiescent" (no agent can run), "steps", "until", "paused"
+    reason: str  # "quiescent" (no agent can run), "steps", "until", "stopped" (closed)
     next_step: int
 
     def __repr__(self) -> str:
@@ -443,7 +443,6 @@ class Run:
                bg: _Background | None) -> RunSummary:
         limit = DEFAULT_MAX_STEPS if steps is None else steps
         done = 0
-        start = self.step_index
         self._ensure_started()
         while done < limit:
             if bg is not None and not bg.at_boundary():
@@ -453,7 +452,6 @@ class Run:
             done += 1
             if until is not None and until(self):
                 return self._finish(RunSummary(done, "until", self.step_index))
-        del start
         return self._finish(RunSummary(done, "steps", self.step_index))
 
     def _finish(self, summary: RunSummary) -> RunSummary:
