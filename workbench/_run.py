@@ -203,13 +203,16 @@ class Run:
             self._bg.resume()
 
     def wait(self, timeout: float | None = None) -> RunSummary | None:
-        """Wait for the background driver to finish; re-raises its error."""
+        """Wait for the background driver to finish; re-raises its error. None on timeout.
+        Once it has finished (with a summary or an error) the run is idle again."""
         if self._bg is None:
             return None
-        summary = self._bg.wait(timeout)
-        if summary is not None:
-            self._bg = None
-        return summary
+        bg = self._bg
+        try:
+            return bg.wait(timeout)
+        finally:
+            if bg.finished:
+                self._bg = None
 
     @property
     def running(self) -> bool:
@@ -481,6 +484,11 @@ class _Background:
     def active(self) -> bool:
         with self._cond:
             return not self._finished and not self._paused
+
+    @property
+    def finished(self) -> bool:
+        with self._cond:
+            return self._finished
 
     def _main(self, steps: int | None, until: Callable[[Run], bool] | None) -> None:
         summary: RunSummary | None = None
