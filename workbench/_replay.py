@@ -22,7 +22,7 @@ from workbench._policy import policy_from_json
 from workbench._scheduler import AgentSlot, Scheduler
 from workbench._state import RunState, apply
 from workbench._types import JSON, Limits
-from workbench.errors import ConfigError, JournalCorrupt, NondeterminismError
+from workbench.errors import AgentFault, ConfigError, JournalCorrupt, NondeterminismError
 
 _FIELD_ORDER = ("k", "t", "a", "run", "cursor", "inbox", "i", "fn", "req", "res", "fault",
                 "status", "state", "out", "ctr")
@@ -104,7 +104,13 @@ def replay(path: str | os.PathLike[str], *, agents: Mapping[str, Any] | None = N
                 apply(state, record, sched.max_messages)
                 verifier.pos += 1
                 continue
-            report = sched.step()
+            try:
+                report = sched.step()
+            except AgentFault:
+                # on_fault="fail": the original run raised after committing this step, and
+                # the step was committed (verified) here too; the journal goes on.
+                steps += 1
+                continue
             if report is None:
                 raise NondeterminismError(record.get("t", -1), None, "run",
                                           record.get("run"), [])
