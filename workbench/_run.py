@@ -223,7 +223,8 @@ class Run:
 
     def rewind(self, step: int) -> None:
         """Restore the run to the end of ``step`` (-1: before the first step), cutting the
-        journal there. Messages sent after that step are gone too."""
+        journal there. Messages sent after that step are gone too. A fork holds only the
+        steps after its fork point (-1 restores that point); ConfigError for earlier ones."""
         self._check_idle("rewind")
         sched = self._ensure_started()
         journal = read_journal(self._journal_path)
@@ -267,6 +268,11 @@ class Run:
         if step < -1 or step >= sched.state.step:
             raise ConfigError(f"step {step} is not in this run (steps 0..{sched.state.step - 1}"
                               " have run; -1 means before the first)")
+        forked_at = self._parent["step"] if self._parent else -1
+        if -1 < step < forked_at:
+            raise ConfigError(f"step {step} is before this fork began (it continues from step "
+                              f"{forked_at} of {self._parent['journal']!r}); rewind or fork "
+                              "the parent run for earlier steps")
         state = RunState.initial(sched.order, {s.name: s.initial_state for s in self._slots})
         offset = journal.offsets[1] if len(journal.offsets) > 1 else journal.end
         for i, record in enumerate(journal.records):
