@@ -250,14 +250,16 @@ class Run:
                     concurrency=self.concurrency, engine_options=self._engine_options,
                     _parent=link)
         replace = dict(agents or {})
+        unknown = sorted(set(replace) - {s.name for s in self._slots})
+        if unknown:
+            raise ConfigError(f"fork(agents=...) names unknown agents {unknown}")
         for slot in self._slots:
-            code = replace.pop(slot.name, None)
-            executor = slot.executor if code is None else code
-            child.add_agent(slot.name, executor, state=slot.initial_state,
-                            capabilities=slot.capabilities, limits=slot.limits,
-                            on_fault=slot.on_fault)
-        if replace:
-            raise ConfigError(f"fork(agents=...) names unknown agents {sorted(replace)}")
+            code = replace.get(slot.name)
+            if code is None:
+                self._share_module(slot, child)
+            child.add_agent(slot.name, slot.executor if code is None else code,
+                            state=slot.initial_state, capabilities=slot.capabilities,
+                            limits=slot.limits, on_fault=slot.on_fault)
         child._channels = set(self._channels)
         child._ensure_started(snapshot=state)
         return child
@@ -403,6 +405,14 @@ class Run:
         target = folder / f"{hashlib.sha256(module).hexdigest()}.wasm"
         if not target.exists():
             target.write_bytes(module)
+
+    def _share_module(self, slot: AgentSlot, child: Run) -> None:
+        """Store a kept WebAssembly agent's module beside the child's journal too, so the
+        fork replays wherever its journal lives."""
+        ident = slot.executor.identity()
+        source = Path(self._journal_path).parent / "modules" / f"{ident.hash}.wasm"
+        if ident.kind == "wasm" and source.is_file():
+            child._keep_module(source.read_bytes())
 
     def _ensure_started(self, snapshot: RunState | None = None) -> Scheduler:
         """Freeze the team, write the header, build the scheduler (first send/step)."""
