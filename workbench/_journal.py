@@ -69,16 +69,18 @@ def encode_record(record: Mapping[str, JSON], max_record_bytes: int) -> bytes:
     return _FRAME.pack(len(payload), zlib.crc32(length), zlib.crc32(payload)) + payload
 
 
-def read_journal(path: str | os.PathLike[str], *,
+def read_journal(path: str | os.PathLike[str], *, upto: int | None = None,
                  max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Journal:
     """Read every intact record. Drops a torn tail; raises JournalCorrupt for other damage
-    and JournalError if the file cannot be read."""
+    and JournalError if the file cannot be read. ``upto`` reads only the bytes before that
+    offset (e.g. a ``JournalCorrupt.offset``, to recover the records before the damage)."""
     p = str(path)
     try:
         data = Path(p).read_bytes()
     except OSError as exc:
         raise JournalError(f"cannot read journal {p!r}: {exc.strerror or exc}") from exc
-    return parse_journal(data, p, max_record_bytes=max_record_bytes)
+    return parse_journal(data if upto is None else data[:upto], p,
+                         max_record_bytes=max_record_bytes)
 
 
 def parse_journal(data: bytes, path: str = "<bytes>", *,

@@ -1,0 +1,88 @@
+"""Regression tests for defects found in the runtime core (run, scheduler, replay, journal)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import workbench as wb
+
+AGENTS = Path(__file__).resolve().parent.parent / "examples" / "agents"
+
+
+def counter(state: Any, inbox: Any, host: Any) -> dict[str, Any]:
+    return {"state": state + 1, "outbox": [], "status": "ready"}
+
+
+def fails_at_two(state: Any, inbox: Any, host: Any) -> dict[str, Any]:
+    if state >= 2:
+        raise RuntimeError("boom")
+    return {"state": state + 1, "outbox": [], "status": "ready"}
+
+
+def test_a_background_error_does_not_leave_the_run_busy(tmp_path: Path) -> None:
+    with wb.Run(seed=1, policy="parallel", journal=tmp_path / "j.wbj") as run:
+        run.add_agent("c", fails_at_two, state=0, on_fault="fail")
+        run.start()
+        with pytest.raises(wb.AgentFault):
+            run.wait(10)
+        assert not run.running
+        run.rewind(0)  # the run is usable again after the error was reported
+        assert run.step_index == 1
+
+
+def test_replay_goes_past_a_committed_fail_policy_fault(tmp_path: Path) -> None:
+    path = tmp_path / "j.wbj"
+    with wb.Run(seed=1, policy="round_robin", journal=path) as run:
+        run.add_agent("c", fails_at_two, state=0, on_fault="fail")
+        run.add_agent("d", counter, state=0)
+        with pytest.raises(wb.AgentFault):
+            run.run(6)
+        run.run(2)  # the faulted step was committed; the others go on
+    report = wb.replay(path, agents={"c": fails_at_two, "d": counter})
+    assert report.steps == 7
+
+
+def test_rewind_before_a_forks_first_step_is_refused(tmp_path: Path) -> None:
+    with wb.Run(seed=1, policy="parallel", journal=tmp_path / "a.wbj") as run:
+        run.add_agent("c", counter, state=0)
+        run.run(6)
+        child = run.fork(at=3, journal=tmp_path / "b.wbj")
+        with child:
+            child.run(2)
+            with pytest.raises(wb.ConfigError, match="fork"):
+                child.rewind(1)
+            with pytest.raises(wb.ConfigError, match="fork"):
+                child.fork(at=1, journal=tmp_path / "c.wbj")
+            child.rewind(3)  # the fork point itself is fine
+            assert (child.step_index, child.state_of("c")) == (4, 4)
+            child.rewind(-1)  # so is "before this journal's first step"
+            assert (child.step_index, child.state_of("c")) == (4, 4)
+
+
+def test_a_fork_into_another_folder_can_be_replayed(tmp_path: Path) -> None:
+    parent = tmp_path / "parent" / "j.wbj"
+    child_path = tmp_path / "child" / "j.wbj"
+    with wb.Run(seed=3, policy="parallel", journal=parent, workers=0) as run:
+        run.add_agent("count", AGENTS / "counter.wat", capabilities=["random", "now", "log"])
+        run.connect("count", "count")
+        run.run(3)
+        with run.fork(at=1, journal=child_path) as child:
+            child.run(2)
+    assert wb.replay(child_path).steps == 2
+
+
+def test_the_journal_corrupt_advice_works(tmp_path: Path) -> None:
+    path = tmp_path / "j.wbj"
+    with wb.Run(seed=1, policy="parallel", journal=path) as run:
+        run.add_agent("c", counter, state=0)
+        run.run(3)
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF  # damage the last record (not a torn tail)
+    path.write_bytes(bytes(data))
+    with pytest.raises(wb.JournalCorrupt) as info:
+        wb.read_journal(path)
+    intact = wb.read_journal(path, upto=info.value.offset)
+    assert intact.records[-1]["k"] == "agent" and intact.end == info.value.offset
