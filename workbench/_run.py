@@ -270,10 +270,10 @@ class Run:
         if step < -1 or step >= sched.state.step:
             raise ConfigError(f"step {step} is not in this run (steps 0..{sched.state.step - 1}"
                               " have run; -1 means before the first)")
-        forked_at = self._parent["step"] if self._parent else -1
-        if -1 < step < forked_at:
+        parent = self._parent or {"step": -1, "journal": None}
+        if -1 < step < parent["step"]:
             raise ConfigError(f"step {step} is before this fork began (it continues from step "
-                              f"{forked_at} of {self._parent['journal']!r}); rewind or fork "
+                              f"{parent['step']} of {parent['journal']!r}); rewind or fork "
                               "the parent run for earlier steps")
         state = RunState.initial(sched.order, {s.name: s.initial_state for s in self._slots})
         offset = journal.offsets[1] if len(journal.offsets) > 1 else journal.end
