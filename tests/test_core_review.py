@@ -86,3 +86,18 @@ def test_the_journal_corrupt_advice_works(tmp_path: Path) -> None:
         wb.read_journal(path)
     intact = wb.read_journal(path, upto=info.value.offset)
     assert intact.records[-1]["k"] == "agent" and intact.end == info.value.offset
+
+
+def test_rewind_to_the_start_keeps_the_engines_load_warnings(tmp_path: Path) -> None:
+    path = tmp_path / "j.wbj"
+    with wb.Run(seed=1, policy="parallel", journal=path) as run:
+        run.add_agent("c", counter, state=0)
+        # what the engine reports while loading, before the run's first step
+        run._engine_event("provider_fallback", {"failed": "CUDAExecutionProvider",
+                                                "next": "CPUExecutionProvider", "when": "load"})
+        run.run(3)
+        original = path.read_bytes()
+        run.rewind(-1)
+        assert [r["k"] for r in run.journal.read()] == ["run", "warn"]
+        run.run(3)
+        assert path.read_bytes() == original

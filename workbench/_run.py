@@ -280,8 +280,8 @@ class Run:
         for i, record in enumerate(journal.records):
             if record["k"] == "run":
                 continue
-            if record["k"] == "snapshot":
-                apply(state, record, sched.max_messages)
+            if record["k"] == "snapshot" or (record["k"] == "warn" and record["t"] == -1):
+                apply(state, record, sched.max_messages)  # the start: never cut
                 offset = _next_offset(journal, i)
                 continue
             if step == -1 or (record["k"] == "step" and record["t"] > step):
