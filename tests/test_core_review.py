@@ -101,3 +101,17 @@ def test_rewind_to_the_start_keeps_the_engines_load_warnings(tmp_path: Path) -> 
         assert [r["k"] for r in run.journal.read()] == ["run", "warn"]
         run.run(3)
         assert path.read_bytes() == original
+
+
+def asks(state: Any, inbox: Any, host: Any) -> dict[str, Any]:
+    host.infer({"prompt": f"question {state}", "max_tokens": 2})
+    return {"state": state + 1, "outbox": [], "status": "ready"}
+
+
+def test_infer_without_a_model_is_a_fault_that_replays(tmp_path: Path) -> None:
+    path = tmp_path / "j.wbj"
+    with wb.Run(seed=1, policy="parallel", journal=path) as run:
+        run.add_agent("a", asks, state=0)
+        report = run.step()
+        assert report is not None and "Run(model=...)" in report.faults["a"].detail
+    assert wb.replay(path, agents={"a": asks}).steps == 1

@@ -91,11 +91,13 @@ def replay(path: str | os.PathLike[str], *, agents: Mapping[str, Any] | None = N
     state = RunState.initial(order, {s.name: s.initial_state for s in slots})
     calls = _index_calls(records)
     verifier = _Verifier(records, 1)
+    # A run without a model answered infer with an error, never from the journal: so here.
+    source = (lambda t: _source(calls, t)) if header.get("engine") is not None else None
     sched = Scheduler(
         seed=header["seed"], policy=policy_from_json(header["policy"]), slots=slots,
         channels={(a, b) for a, b in header["channels"]}, state=state, sink=verifier,
         events=EventBus(), engine=None, max_batch=header["max_batch"],
-        concurrency=header["concurrency"], infer_source=lambda t: _source(calls, t))
+        concurrency=header["concurrency"], infer_source=source)
     steps = 0
     try:
         while verifier.pos < len(records):
