@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 import workbench as wb
+from workbench.testing import FakeEngine
 
 AGENTS = Path(__file__).resolve().parent.parent / "examples" / "agents"
 
@@ -115,3 +116,54 @@ def test_infer_without_a_model_is_a_fault_that_replays(tmp_path: Path) -> None:
         report = run.step()
         assert report is not None and "Run(model=...)" in report.faults["a"].detail
     assert wb.replay(path, agents={"a": asks}).steps == 1
+
+
+def _record_asks(path: Path) -> None:
+    with wb.Run(seed=1, policy="parallel", model=FakeEngine(), journal=path) as run:
+        run.add_agent("a", asks, state=0)
+        run.add_agent("b", counter, state=0)
+        run.run(3)
+
+
+def asks_twice_at_one(state: Any, inbox: Any, host: Any) -> dict[str, Any]:
+    host.infer({"prompt": f"question {state}", "max_tokens": 2})
+    if state == 1:
+        host.infer({"prompt": "and another", "max_tokens": 2})
+    return {"state": state + 1, "outbox": [], "status": "ready"}
+
+
+def asks_not_at_one(state: Any, inbox: Any, host: Any) -> dict[str, Any]:
+    if state != 1:
+        host.infer({"prompt": f"question {state}", "max_tokens": 2})
+    return {"state": state + 1, "outbox": [], "status": "ready"}
+
+
+@pytest.mark.parametrize(("changed", "expected", "got"), [
+    (asks_twice_at_one, "no host call 1", "infer"),
+    (asks_not_at_one, "host call 0: infer", "no more host calls"),
+])
+def test_replay_names_a_changed_number_of_host_calls(tmp_path: Path, changed: Any,
+                                                     expected: str, got: str) -> None:
+    _record_asks(tmp_path / "j.wbj")
+    with pytest.raises(wb.NondeterminismError) as info:
+        wb.replay(tmp_path / "j.wbj", agents={"a": changed, "b": counter})
+    error = info.value
+    assert (error.step, error.agent, error.field) == (1, "a", "calls")
+    assert (error.expected, error.got) == (expected, got)
+    assert "NondeterminismError" not in str(error)  # not nested inside a fault
+
+
+def random_then_asks_at_one(state: Any, inbox: Any, host: Any) -> dict[str, Any]:
+    if state == 1:
+        host.random()
+    host.infer({"prompt": f"question {state}", "max_tokens": 2})
+    return {"state": state + 1, "outbox": [], "status": "ready"}
+
+
+def test_replay_names_the_first_differing_host_call(tmp_path: Path) -> None:
+    _record_asks(tmp_path / "j.wbj")
+    with pytest.raises(wb.NondeterminismError) as info:
+        wb.replay(tmp_path / "j.wbj", agents={"a": random_then_asks_at_one, "b": counter})
+    error = info.value
+    assert (error.step, error.agent, error.field) == (1, "a", "fn")
+    assert (error.expected, error.got) == ("infer", "random")

@@ -19,7 +19,7 @@ from workbench._events import EventBus
 from workbench._hostcalls import InferSource
 from workbench._journal import Record, read_journal
 from workbench._policy import policy_from_json
-from workbench._scheduler import AgentSlot, Scheduler
+from workbench._scheduler import AgentSlot, Scheduler, StepReport
 from workbench._state import RunState, apply
 from workbench._types import JSON, Limits
 from workbench.errors import AgentFault, ConfigError, JournalCorrupt, NondeterminismError
@@ -58,6 +58,10 @@ class _Verifier:
             raise NondeterminismError(int(got.get("t", -1)), got.get("a"), "record",
                                       "end of journal", got)
         expected = self.records[self.pos]
+        if expected != got and "call" in (expected["k"], got["k"]) \
+                and expected["k"] != got["k"]:
+            raise NondeterminismError(int(expected["t"]), expected.get("a"), "calls",
+                                      _call_of(expected), _call_of(got))
         if expected != got:
             name = _first_difference(expected, got)
             raise NondeterminismError(int(expected.get("t", got.get("t", -1))),
@@ -90,9 +94,10 @@ def replay(path: str | os.PathLike[str], *, agents: Mapping[str, Any] | None = N
     order = [s.name for s in slots]
     state = RunState.initial(order, {s.name: s.initial_state for s in slots})
     calls = _index_calls(records)
+    misses: list[NondeterminismError] = []  # infer calls the journal cannot answer
     verifier = _Verifier(records, 1)
     # A run without a model answered infer with an error, never from the journal: so here.
-    source = (lambda t: _source(calls, t)) if header.get("engine") is not None else None
+    source = (lambda t: _source(calls, t, misses)) if header.get("engine") is not None else None
     sched = Scheduler(
         seed=header["seed"], policy=policy_from_json(header["policy"]), slots=slots,
         channels={(a, b) for a, b in header["channels"]}, state=state, sink=verifier,
@@ -107,7 +112,7 @@ def replay(path: str | os.PathLike[str], *, agents: Mapping[str, Any] | None = N
                 verifier.pos += 1
                 continue
             try:
-                report = sched.step()
+                report = _step(sched, misses)
             except AgentFault:
                 # on_fault="fail": the original run raised after committing this step, and
                 # the step was committed (verified) here too; the journal goes on.
@@ -122,6 +127,30 @@ def replay(path: str | os.PathLike[str], *, agents: Mapping[str, Any] | None = N
         for s in slots:
             s.executor.close()
     return ReplayReport(str(path), steps, len(records), changed)
+
+
+def _step(sched: Scheduler, misses: list[NondeterminismError]) -> StepReport | None:
+    """One replayed step. An infer call the journal has no answer for is raised inside the
+    agent (which turns it into a fault); report that call, not the fault it caused."""
+    try:
+        report = sched.step()
+    except NondeterminismError as exc:
+        if misses and (exc.field, exc.agent) == ("fault", misses[0].agent):
+            raise misses[0] from None
+        raise
+    except AgentFault:
+        if misses:
+            raise misses[0] from None
+        raise
+    if misses:  # the agent swallowed the error, and still matched the journal
+        raise misses[0]
+    return report
+
+
+def _call_of(record: Mapping[str, Any]) -> str:
+    if record["k"] == "call":
+        return f"host call {record['i']}: {record['fn']}"
+    return "no more host calls"
 
 
 def _committed(records: list[Record]) -> list[Record]:
@@ -170,12 +199,15 @@ def _index_calls(records: list[Record]) -> dict[tuple[int, str, int], Record]:
     return {(r["t"], r["a"], r["i"]): r for r in records if r["k"] == "call"}
 
 
-def _source(calls: dict[tuple[int, str, int], Record], t: int) -> InferSource:
+def _source(calls: dict[tuple[int, str, int], Record], t: int,
+            misses: list[NondeterminismError]) -> InferSource:
     def serve(agent: str, i: int) -> dict[str, JSON]:
         record = calls.get((t, agent, i))
         if record is None or record["fn"] != "infer":
-            raise NondeterminismError(t, agent, "calls", "no infer call here" if record is None
-                                      else record["fn"], "infer")
+            misses.append(NondeterminismError(
+                t, agent, "calls", f"no host call {i}" if record is None
+                else f"host call {i}: {record['fn']}", "infer"))
+            raise misses[-1]
         res = record["res"]
         return dict(res) if isinstance(res, dict) else {}
 
