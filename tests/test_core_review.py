@@ -167,3 +167,38 @@ def test_replay_names_the_first_differing_host_call(tmp_path: Path) -> None:
     error = info.value
     assert (error.step, error.agent, error.field) == (1, "a", "fn")
     assert (error.expected, error.got) == ("infer", "random")
+
+
+class _DiskFullOnce:
+    """A journal file whose next write stores half the bytes, then fails (disk full)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.failed = False
+
+    def write(self, data: bytes) -> int:
+        if self.failed:
+            return int(self._inner.write(data))
+        self.failed = True
+        self._inner.write(data[: len(data) // 2])
+        self._inner.flush()
+        raise OSError(28, "No space left on device")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def test_a_failed_journal_write_leaves_no_garbage_and_the_run_goes_on(tmp_path: Path) -> None:
+    path = tmp_path / "j.wbj"
+    with wb.Run(seed=1, policy="parallel", journal=path) as run:
+        run.add_agent("c", counter, state=0)
+        run.run(2)
+        writer = run._writer
+        assert writer is not None
+        writer._file = _DiskFullOnce(writer._file)  # type: ignore[assignment]
+        with pytest.raises(OSError, match="step again"):
+            run.step()
+        assert run.step_index == 2 and run.state_of("c") == 2  # nothing committed
+        assert wb.read_journal(path).torn_bytes == 0
+        run.run(2)  # space was freed: the same step runs again
+    assert wb.replay(path, agents={"c": counter}).steps == 4

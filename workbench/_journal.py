@@ -20,6 +20,7 @@ leaves at most a torn tail, and the run-level reader drops a step that has no co
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import zlib
@@ -137,7 +138,7 @@ class JournalWriter:
 
     ``stage`` validates and encodes a record at once (so a too-large record fails before
     anything of its step reaches the disk); ``flush`` writes every staged frame with a single
-    ``write`` call. ``sync=True`` also fsyncs each flush.
+    ``write`` call (repeated only after a short write). ``sync=True`` also fsyncs each flush.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, append: bool = False,
@@ -149,15 +150,16 @@ class JournalWriter:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         if append and os.path.exists(self.path):
             end = read_journal(self.path, max_record_bytes=max_record_bytes).end
-            self._file = open(self.path, "r+b")  # noqa: SIM115 - closed by close()
+            # Unbuffered: a failed write leaves nothing in a buffer to reach the file later.
+            self._file = open(self.path, "r+b", buffering=0)  # noqa: SIM115 - closed by close()
             self._file.truncate(max(end, 0))
             self._file.seek(0, os.SEEK_END)
             if end == 0:
-                self._file.write(MAGIC)
+                self._write_all(MAGIC)
         else:
-            self._file = open(self.path, "w+b")  # noqa: SIM115 - closed by close()
-            self._file.write(MAGIC)
-            self._file.flush()
+            self._file = open(self.path, "w+b", buffering=0)  # noqa: SIM115 - closed by close()
+            self._write_all(MAGIC)
+        self._end = self._file.tell()  # just past the last record written whole
         self._closed = False
 
     @property
@@ -175,14 +177,36 @@ class JournalWriter:
         self._staged.clear()
 
     def flush(self) -> None:
-        """Write all staged records at once."""
+        """Write all staged records at once. If that fails (disk full ...), the file is cut
+        back to where it was and the staged records are dropped, then JournalError is
+        raised: the journal never keeps half a step that later records would follow."""
         self._check_open()
-        if self._staged:
-            self._file.write(b"".join(self._staged))
-            self._staged.clear()
-        self._file.flush()
-        if self._sync:
-            os.fsync(self._file.fileno())
+        staged, self._staged = b"".join(self._staged), []
+        try:
+            if self._file.tell() != self._end:  # an earlier failed write left bytes
+                self._cut_back()
+            self._write_all(staged)
+            if self._sync:
+                os.fsync(self._file.fileno())
+        except OSError as exc:
+            with contextlib.suppress(OSError):  # if it fails, it is retried before the next write
+                self._cut_back()
+            raise JournalError(f"cannot write journal {self.path!r}: {exc}; nothing of this "
+                               "step was committed: free space (or fix the file) and step "
+                               "again") from exc
+        self._end += len(staged)
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = self._file.write(view)
+            if not written:
+                raise OSError(f"short write ({len(view)} bytes left)")
+            view = view[written:]
+
+    def _cut_back(self) -> None:
+        self._file.truncate(self._end)
+        self._file.seek(self._end)
 
     def append(self, record: Mapping[str, JSON]) -> None:
         """Stage and flush one record."""
@@ -195,6 +219,7 @@ class JournalWriter:
         self._staged.clear()
         self._file.truncate(max(offset, len(MAGIC)))
         self._file.seek(0, os.SEEK_END)
+        self._end = self._file.tell()
 
     def close(self) -> None:
         """Flush and close. Idempotent."""
