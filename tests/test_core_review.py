@@ -202,3 +202,20 @@ def test_a_failed_journal_write_leaves_no_garbage_and_the_run_goes_on(tmp_path: 
         assert wb.read_journal(path).torn_bytes == 0
         run.run(2)  # space was freed: the same step runs again
     assert wb.replay(path, agents={"c": counter}).steps == 4
+
+
+def bad_request(state: Any, inbox: Any, host: Any) -> dict[str, Any]:
+    host.infer({"prompt": "hi", "max_tokens": 0})  # refused: max_tokens must be >= 1
+    return {"state": state, "outbox": [], "status": "done"}
+
+
+def test_a_fault_from_a_host_call_points_at_the_agents_line(tmp_path: Path) -> None:
+    import inspect
+
+    line = inspect.getsourcelines(bad_request)[1] + 1
+    with wb.Run(seed=1, policy="parallel", model=FakeEngine(), journal=tmp_path / "j") as run:
+        run.add_agent("a", bad_request)
+        report = run.step()
+    assert report is not None
+    # journaled: it must not depend on the workbench's own source lines
+    assert report.faults["a"].data["where"] == f"bad_request line {line}"

@@ -22,6 +22,7 @@ import hashlib
 import inspect
 import traceback
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from workbench._types import (
@@ -99,11 +100,17 @@ def _malformed(detail: str) -> StepResult:
 
 
 def _where(exc: BaseException) -> str:
-    frames = traceback.extract_tb(exc.__traceback__)
+    """The innermost line of the agent's own code that raised. Frames inside the workbench
+    (host calls, this executor) are skipped: the journal must not depend on its source."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not Path(f.filename).resolve().is_relative_to(_PACKAGE)]
     if not frames:
         return ""
     last = frames[-1]
     return f"{last.name} line {last.lineno}"
+
+
+_PACKAGE = Path(__file__).resolve().parent
 
 
 def _code_hash(fn: Any) -> str:
