@@ -219,3 +219,16 @@ def test_a_fault_from_a_host_call_points_at_the_agents_line(tmp_path: Path) -> N
     assert report is not None
     # journaled: it must not depend on the workbench's own source lines
     assert report.faults["a"].data["where"] == f"bad_request line {line}"
+
+
+def test_two_runs_with_the_same_seed_get_their_own_journals(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with wb.Run(seed=7, policy="parallel") as first, wb.Run(seed=7, policy="round_robin") as second:
+        assert first.journal.path != second.journal.path
+        for run in (first, second):
+            run.add_agent("c", counter, state=0)
+        first.step()
+        second.run(3)
+        first.step()
+    assert len(wb.read_journal(first.journal.path).records) == 1 + 2 * 3  # header, 2 steps

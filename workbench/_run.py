@@ -24,7 +24,7 @@ from workbench._policy import Policy, make_policy
 from workbench._scheduler import AgentSlot, Scheduler, StepReport
 from workbench._state import USER, RunState, apply
 from workbench._types import HOST_CALLS, JSON, FaultPolicy, InferenceBackend, Limits, Message
-from workbench.errors import ConfigError, RunBusy, RunClosed
+from workbench.errors import ConfigError, JournalError, RunBusy, RunClosed
 
 DEFAULT_MAX_STEPS = 10_000
 """``run.run()`` without ``steps=`` stops after this many steps at the latest."""
@@ -567,10 +567,19 @@ def _next_offset(journal: Journal, i: int) -> int:
 
 
 def _new_run_path(seed: int) -> str:
+    """A journal path in a new folder, created here so that two runs made in the same
+    second (with the same seed) never share one. Raises JournalError if it cannot be made."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = Path("runs") / f"{stamp}-seed{seed}"
+    base.parent.mkdir(parents=True, exist_ok=True)
     path, n = base, 1
-    while path.exists():
-        n += 1
-        path = Path(f"{base}-{n}")
-    return str(path / "journal.wbj")
+    while True:
+        try:
+            path.mkdir()
+            return str(path / "journal.wbj")
+        except FileExistsError:
+            n += 1
+            path = Path(f"{base}-{n}")
+        except OSError as exc:
+            raise JournalError(f"cannot create the run folder {str(path)!r}: {exc}; pass "
+                               "Run(journal=...) with a writable path") from exc
