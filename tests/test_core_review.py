@@ -232,3 +232,15 @@ def test_two_runs_with_the_same_seed_get_their_own_journals(
         second.run(3)
         first.step()
     assert len(wb.read_journal(first.journal.path).records) == 1 + 2 * 3  # header, 2 steps
+
+
+def test_run_busy_says_what_to_do_when_paused(tmp_path: Path) -> None:
+    with wb.Run(seed=1, policy="parallel", journal=tmp_path / "j.wbj") as run:
+        run.add_agent("c", counter, state=0)
+        run.start(50)
+        run.pause()
+        with pytest.raises(wb.RunBusy) as info:
+            run.rewind(0)
+        assert "pause()" not in str(info.value) and "resume()" in str(info.value)
+        run.resume()
+        assert run.wait(30) is not None

@@ -392,7 +392,7 @@ class Run:
         if self._closed:
             raise RunClosed()
         if self._bg is not None:
-            raise RunBusy(action)
+            raise RunBusy(action, *self._bg.busy_hint())
 
     def _writer_checked(self) -> JournalWriter:
         assert self._writer is not None
@@ -505,6 +505,15 @@ class _Background:
     def finished(self) -> bool:
         with self._cond:
             return self._finished
+
+    def busy_hint(self) -> tuple[str, ...]:
+        """What a caller refused with RunBusy can do now (empty: the default advice)."""
+        with self._cond:
+            if self._finished:
+                return ("it has finished: call run.wait() to collect its result first",)
+            if self._paused:
+                return ("it is paused: call run.resume() and then run.wait(), or run.close()",)
+            return ()
 
     def _main(self, steps: int | None, until: Callable[[Run], bool] | None) -> None:
         summary: RunSummary | None = None
