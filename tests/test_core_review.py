@@ -244,3 +244,23 @@ def test_run_busy_says_what_to_do_when_paused(tmp_path: Path) -> None:
         assert "pause()" not in str(info.value) and "resume()" in str(info.value)
         run.resume()
         assert run.wait(30) is not None
+
+
+class _FailingEngine(FakeEngine):
+    """Fails every batch, each time with a new message."""
+
+    def infer_batch(self, requests: Any, on_token: Any = None) -> Any:
+        self.batches.append([r.agent for r in requests])
+        raise RuntimeError(f"device lost (batch {len(self.batches)})")
+
+
+def test_after_an_engine_failure_the_rest_of_the_batch_is_not_sent(tmp_path: Path) -> None:
+    engine = _FailingEngine()
+    with wb.Run(seed=1, policy="parallel", model=engine, journal=tmp_path / "j.wbj",
+                max_batch=1) as run:
+        for name in "abc":
+            run.add_agent(name, asks, state=0)
+        with pytest.raises(RuntimeError, match=r"batch 1\)"):
+            run.step()
+        assert engine.batches == [["a"]]
+        assert run.step_index == 0 and [run.state_of(n) for n in "abc"] == [0, 0, 0]

@@ -108,6 +108,9 @@ class StepHost:
         results: dict[str, InferResult | BaseException] = {}
         for start in range(0, len(batch), self._max_batch):
             chunk = batch[start:start + self._max_batch]
+            if self.engine_error is not None:  # the step is lost: spare the engine
+                results.update(dict.fromkeys((r.agent for r in chunk), self.engine_error))
+                continue
             results.update(self._serve(chunk))
         with self._cond:
             self._results.update(results)
