@@ -264,3 +264,15 @@ def test_after_an_engine_failure_the_rest_of_the_batch_is_not_sent(tmp_path: Pat
             run.step()
         assert engine.batches == [["a"]]
         assert run.step_index == 0 and [run.state_of(n) for n in "abc"] == [0, 0, 0]
+
+
+def test_asking_about_an_unknown_agent_says_which_agents_exist(tmp_path: Path) -> None:
+    with wb.Run(seed=1, policy="parallel", journal=tmp_path / "j.wbj") as run:
+        run.add_agent("c", counter, state=0)
+        for started in (False, True):
+            with pytest.raises(wb.ConfigError, match=r"no agent named 'cc'.*\['c'\]"):
+                run.state_of("cc")
+            with pytest.raises(wb.ConfigError, match=r"no agent named 'cc'"):
+                run.status_of("cc")
+            if not started:
+                run.step()

@@ -341,16 +341,24 @@ class Run:
         return [s.name for s in self._slots]
 
     def state_of(self, agent: str) -> JSON:
-        """The agent's host-held state now."""
+        """The agent's host-held state now. ConfigError for an unknown name."""
+        slot = self._slot(agent)
         if self._scheduler is None:
-            return next(s.initial_state for s in self._slots if s.name == agent)
+            return slot.initial_state
         return self._scheduler.state.agents[agent].state
 
     def status_of(self, agent: str) -> str:
-        """``ready``, ``idle``, ``done`` or ``faulted``."""
+        """``ready``, ``idle``, ``done`` or ``faulted``. ConfigError for an unknown name."""
+        self._slot(agent)
         if self._scheduler is None:
             return "ready"
         return self._scheduler.state.agents[agent].status
+
+    def _slot(self, agent: str) -> AgentSlot:
+        for slot in self._slots:
+            if slot.name == agent:
+                return slot
+        raise ConfigError(f"no agent named {agent!r}; the agents are {self.agents}")
 
     # -- lifecycle -------------------------------------------------------------------------
 
