@@ -276,3 +276,14 @@ def test_asking_about_an_unknown_agent_says_which_agents_exist(tmp_path: Path) -
                 run.status_of("cc")
             if not started:
                 run.step()
+
+
+def test_a_fork_cannot_overwrite_its_parents_journal(tmp_path: Path) -> None:
+    path = tmp_path / "j.wbj"
+    with wb.Run(seed=1, policy="parallel", journal=path) as run:
+        run.add_agent("c", counter, state=0)
+        run.run(3)
+        before = path.read_bytes()
+        with pytest.raises(wb.ConfigError, match="journal"):
+            run.fork(at=1, journal=tmp_path / "." / "j.wbj")
+        assert path.read_bytes() == before

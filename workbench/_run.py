@@ -238,6 +238,9 @@ class Run:
         """A new run that continues from the end of step ``at`` (default: now) into a new
         journal recording its parent. ``agents`` replaces some agents' code."""
         self._check_idle("fork")
+        if journal is not None and Path(journal).resolve() == Path(self._journal_path).resolve():
+            raise ConfigError("a fork needs its own journal: pass fork(journal=...) another "
+                              "path, or leave it out for a new folder under ./runs")
         sched = self._ensure_started()
         parent = read_journal(self._journal_path)
         at = sched.state.step - 1 if at is None else at
