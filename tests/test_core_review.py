@@ -287,3 +287,42 @@ def test_a_fork_cannot_overwrite_its_parents_journal(tmp_path: Path) -> None:
         with pytest.raises(wb.ConfigError, match="journal"):
             run.fork(at=1, journal=tmp_path / "." / "j.wbj")
         assert path.read_bytes() == before
+
+
+def nan_request(state: Any, inbox: Any, host: Any) -> dict[str, Any]:
+    host.infer({"prompt": "hi", "max_tokens": float("nan")})
+    return {"state": state, "outbox": [], "status": "done"}
+
+
+def set_request(state: Any, inbox: Any, host: Any) -> dict[str, Any]:
+    host.infer({"prompt": {"not", "a", "string"}})
+    return {"state": state, "outbox": [], "status": "done"}
+
+
+def odd_log(state: Any, inbox: Any, host: Any) -> dict[str, Any]:
+    host.log("half a pair: \ud800")
+    return {"state": state + 1, "outbox": [], "status": "ready"}
+
+
+def odd_error(state: Any, inbox: Any, host: Any) -> dict[str, Any]:
+    raise RuntimeError("half a pair: \ud800")
+
+
+@pytest.mark.parametrize("agent", [nan_request, set_request, odd_log, odd_error])
+def test_non_json_host_call_arguments_do_not_stop_the_run(tmp_path: Path, agent: Any) -> None:
+    path = tmp_path / "j.wbj"
+    with wb.Run(seed=1, policy="parallel", model=FakeEngine(), journal=path) as run:
+        run.add_agent("a", agent, state=0)
+        run.add_agent("b", counter, state=0)
+        run.run(2)  # a fault at most, never an error that stops every step
+        assert run.step_index == 2 and run.state_of("b") == 2
+    assert wb.replay(path, agents={"a": agent, "b": counter}).steps == 2
+
+
+def test_an_odd_error_message_keeps_where_it_was_raised(tmp_path: Path) -> None:
+    with wb.Run(seed=1, policy="parallel", journal=tmp_path / "j.wbj") as run:
+        run.add_agent("a", odd_error, state=0)
+        run.step()
+    record = next(r for r in wb.read_journal(tmp_path / "j.wbj") if r["k"] == "agent")
+    assert record["fault"]["detail"] == "RuntimeError: half a pair: \\ud800"
+    assert record["fault"]["data"]["where"].startswith("odd_error line ")

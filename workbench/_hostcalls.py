@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from workbench import _canonical
 from workbench._derive import derive_u64, logical_now
 from workbench._events import EventBus
 from workbench._types import JSON, InferenceBackend, InferRequest, InferResult, Limits
@@ -206,7 +207,7 @@ class AgentHost:
 
     def log(self, text: str) -> None:
         self._granted("log")
-        text = str(text)
+        text = journal_text(str(text))
         if len(text) > MAX_LOG_CHARS:
             text = text[:MAX_LOG_CHARS] + f"... [{len(text) - MAX_LOG_CHARS} chars cut]"
         i, done = self._memo("log", text)
@@ -219,7 +220,7 @@ class AgentHost:
         """Generate text. Raises ValueError for a malformed request (journaled as such),
         CapabilityError if not granted, EngineFailure if the engine itself failed."""
         self._granted("infer")
-        req = dict(request) if isinstance(request, Mapping) else request
+        req = _plain_request(request)
         i, done = self._memo("infer", req)
         if done is not None:
             return _replayed(done)
@@ -255,6 +256,21 @@ class AgentHost:
             if call["fn"] == "infer" and isinstance(res, dict):
                 used += len(res.get("tokens", ()))
         return used
+
+
+def journal_text(text: str) -> str:
+    """``text`` as it can be journaled: a lone surrogate (not UTF-8) becomes ``\\udXXX``."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _plain_request(request: object) -> JSON:
+    """The request as canonical JSON (what is journaled). ValueError if it is not JSON: the
+    agent gets it and nothing is journaled, so the step can still commit."""
+    try:
+        return _canonical.check_json(dict(request) if isinstance(request, Mapping)
+                                     else request)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"an infer request must be plain JSON: {exc}") from None
 
 
 def _replayed(done: Mapping[str, JSON]) -> dict[str, JSON]:

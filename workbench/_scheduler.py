@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from workbench import _canonical
 from workbench._events import EventBus
-from workbench._hostcalls import AgentCounters, InferSource, StepHost
+from workbench._hostcalls import AgentCounters, InferSource, StepHost, journal_text
 from workbench._policy import AgentView, Policy
 from workbench._state import RunState, apply, deliveries
 from workbench._types import (
@@ -244,7 +244,7 @@ class Scheduler:
         ctr = [counters.infer_index, counters.tokens_used]
         if result.fault is not None:
             restart = slot.on_fault == "restart"
-            return {"k": "agent", "t": t, "a": name, "fault": result.fault.to_json(),
+            return {"k": "agent", "t": t, "a": name, "fault": _fault_json(result.fault),
                     "state": slot.initial_state if restart else agent.state,
                     "status": "ready" if restart else "faulted", "out": [], "ctr": ctr}
         out = [{"to": m.to, "seq": agent.seq + i, "payload": _canonical.check_json(m.payload)}
@@ -293,6 +293,16 @@ class _HostView:
 
 def _fault(kind: str, detail: str, data: Mapping[str, JSON] | None = None) -> StepResult:
     return StepResult(None, fault=Fault(kind, detail, dict(data or {})))
+
+
+def _fault_json(fault: Fault) -> dict[str, JSON]:
+    """The fault as it is journaled: canonical JSON, whatever an executor put in it."""
+    try:
+        data: JSON = _canonical.check_json(dict(fault.data))
+    except (TypeError, ValueError):
+        data = {"unjournalable": journal_text(repr(dict(fault.data)))[:1000]}
+    return {"kind": journal_text(str(fault.kind)), "detail": journal_text(str(fault.detail)),
+            "data": data}
 
 
 def fault_error(agent: str, step: int, fault: Fault) -> AgentFault:
