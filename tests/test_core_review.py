@@ -6,9 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from engine_helpers import tiny_model
 
 import workbench as wb
 from workbench.testing import FakeEngine
+
+__all__ = ["tiny_model"]
 
 AGENTS = Path(__file__).resolve().parent.parent / "examples" / "agents"
 
@@ -326,3 +329,46 @@ def test_an_odd_error_message_keeps_where_it_was_raised(tmp_path: Path) -> None:
     record = next(r for r in wb.read_journal(tmp_path / "j.wbj") if r["k"] == "agent")
     assert record["fault"]["detail"] == "RuntimeError: half a pair: \\ud800"
     assert record["fault"]["data"]["where"].startswith("odd_error line ")
+
+
+def _pool_agents() -> int:
+    import re
+
+    from workbench._agents import shared_pool
+
+    found = re.search(r"agents=(\d+)", repr(shared_pool()))
+    assert found is not None
+    return int(found.group(1))
+
+
+def test_closing_runs_unloads_their_agents_from_the_shared_pool(tmp_path: Path) -> None:
+    before = _pool_agents()
+    with wb.Run(seed=3, policy="parallel", journal=tmp_path / "a" / "j.wbj") as run:
+        run.add_agent("count", AGENTS / "counter.wat", capabilities=["random", "now", "log"])
+        run.connect("count", "count")
+        run.run(2)
+        with run.fork(at=0, journal=tmp_path / "b" / "j.wbj") as child:
+            child.run(2)
+            assert _pool_agents() == before + 2
+        run.step()  # the parent's agent outlives its fork's
+        assert _pool_agents() == before + 1
+    assert _pool_agents() == before
+
+
+def test_an_engine_the_run_loaded_is_closed_with_the_last_run_using_it(
+        tmp_path: Path, tiny_model: Any) -> None:
+    with wb.Run(seed=1, policy="parallel", model=tiny_model, journal=tmp_path / "a.wbj",
+                engine_options={"threads": 1}) as run:
+        run.add_agent("a", asks, state=0)
+        run.step()
+        engine = run.engine
+        child = run.fork(journal=tmp_path / "b.wbj")
+    child.step()  # the fork still uses the engine its parent loaded
+    child.close()
+    with pytest.raises(wb.errors.RunClosed):
+        engine.generate("hi", max_tokens=1)  # type: ignore[attr-defined]
+    given = FakeEngine()
+    with wb.Run(seed=1, model=given, journal=tmp_path / "c.wbj") as run:
+        run.add_agent("a", asks, state=0)
+        run.step()
+    assert given.infer_batch([], None) == []  # an engine the caller passed stays theirs

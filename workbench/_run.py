@@ -23,7 +23,15 @@ from workbench._journal import Journal, JournalWriter, read_journal
 from workbench._policy import Policy, make_policy
 from workbench._scheduler import AgentSlot, Scheduler, StepReport
 from workbench._state import USER, RunState, apply
-from workbench._types import HOST_CALLS, JSON, FaultPolicy, InferenceBackend, Limits, Message
+from workbench._types import (
+    HOST_CALLS,
+    JSON,
+    Executor,
+    FaultPolicy,
+    InferenceBackend,
+    Limits,
+    Message,
+)
 from workbench.errors import ConfigError, JournalError, RunBusy, RunClosed
 
 DEFAULT_MAX_STEPS = 10_000
@@ -94,6 +102,8 @@ class Run:
         self._closed = False
         self._wrap: Callable[[Any], Any] | None = None  # testing hook (timing jitter)
         self._early_warnings: list[dict[str, JSON]] = []  # engine warnings before the header
+        self._owned: list[Executor] = []  # executors this run built and so closes
+        self._loaded: _LoadedEngine | None = None  # an engine this run (or its parent) loaded
 
     # -- building the team ---------------------------------------------------------------
 
@@ -128,6 +138,7 @@ class Run:
         executor = make_executor(name, agent, limits=lim, capabilities=caps,
                                  workers=self._workers)
         if is_wasm_source(agent):
+            self._owned.append(executor)
             self._keep_module(wasm_bytes(agent))
         self._slots.append(AgentSlot(name, executor, _canonical.check_json(state), caps, lim,
                                      on_fault))
@@ -256,15 +267,19 @@ class Run:
         unknown = sorted(set(replace) - {s.name for s in self._slots})
         if unknown:
             raise ConfigError(f"fork(agents=...) names unknown agents {unknown}")
-        for slot in self._slots:
-            code = replace.get(slot.name)
-            if code is None:
-                self._share_module(slot, child)
-            child.add_agent(slot.name, slot.executor if code is None else code,
-                            state=slot.initial_state, capabilities=slot.capabilities,
-                            limits=slot.limits, on_fault=slot.on_fault)
-        child._channels = set(self._channels)
-        child._ensure_started(snapshot=state)
+        if self._loaded is not None:
+            child._loaded = self._loaded.share()
+        try:
+            for slot in self._slots:
+                code = replace.get(slot.name)
+                child.add_agent(slot.name, self._kept_code(slot) if code is None else code,
+                                state=slot.initial_state, capabilities=slot.capabilities,
+                                limits=slot.limits, on_fault=slot.on_fault)
+            child._channels = set(self._channels)
+            child._ensure_started(snapshot=state)
+        except BaseException:
+            child.close()  # releases what it loaded and its share of the engine
+            raise
         return child
 
     def _state_at(self, journal: Journal, step: int) -> tuple[int, RunState]:
@@ -321,6 +336,7 @@ class Run:
 
             options = {"on_event": self._engine_event, **self._engine_options}
             engine = Engine(self._model, **options)
+            self._loaded = _LoadedEngine(engine)
         self._engine = engine
         return engine
 
@@ -366,7 +382,9 @@ class Run:
     # -- lifecycle -------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop a background driver, flush the journal, release threads. Idempotent."""
+        """Stop a background driver, flush the journal, release threads, the WebAssembly
+        agents it loaded and an engine it loaded itself (once its forks are closed too; an
+        engine object passed as ``model`` stays the caller's). Idempotent."""
         if self._closed:
             return
         if self._bg is not None:
@@ -374,6 +392,10 @@ class Run:
         self._closed = True
         if self._scheduler is not None:
             self._scheduler.close()
+        for executor in self._owned:
+            executor.close()
+        if self._loaded is not None:
+            self._loaded.release()
         if self._writer is not None:
             self._writer.close()
         self.events.close()
@@ -417,13 +439,15 @@ class Run:
         if not target.exists():
             target.write_bytes(module)
 
-    def _share_module(self, slot: AgentSlot, child: Run) -> None:
-        """Store a kept WebAssembly agent's module beside the child's journal too, so the
-        fork replays wherever its journal lives."""
+    def _kept_code(self, slot: AgentSlot) -> Any:
+        """What a fork is given for an agent it keeps: the stored module of a WebAssembly
+        agent (so the fork has its own executor, and its own copy of the module beside its
+        journal, wherever that lives), or else the executor itself (shared)."""
         ident = slot.executor.identity()
-        source = Path(self._journal_path).parent / "modules" / f"{ident.hash}.wasm"
-        if ident.kind == "wasm" and source.is_file():
-            child._keep_module(source.read_bytes())
+        module = Path(self._journal_path).parent / "modules" / f"{ident.hash}.wasm"
+        if slot.executor in self._owned and module.is_file():
+            return module
+        return slot.executor
 
     def _ensure_started(self, snapshot: RunState | None = None) -> Scheduler:
         """Freeze the team, write the header, build the scheduler (first send/step)."""
@@ -488,6 +512,27 @@ class Run:
         self.events.emit("run_finished", summary.next_step, None,
                          {"reason": summary.reason, "steps": summary.steps})
         return summary
+
+
+class _LoadedEngine:
+    """An engine a run loaded itself, shared with its forks: closed with the last of them."""
+
+    def __init__(self, engine: InferenceBackend) -> None:
+        self.engine = engine
+        self._users = 1
+        self._lock = threading.Lock()
+
+    def share(self) -> _LoadedEngine:
+        with self._lock:
+            self._users += 1
+        return self
+
+    def release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            last = self._users == 0
+        if last:
+            self.engine.close()
 
 
 class _Background:
