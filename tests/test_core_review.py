@@ -372,3 +372,16 @@ def test_an_engine_the_run_loaded_is_closed_with_the_last_run_using_it(
         run.add_agent("a", asks, state=0)
         run.step()
     assert given.infer_batch([], None) == []  # an engine the caller passed stays theirs
+
+
+def test_a_fork_of_a_forks_start_records_the_real_step(tmp_path: Path) -> None:
+    with wb.Run(seed=1, policy="parallel", journal=tmp_path / "a.wbj") as run:
+        run.add_agent("c", counter, state=0)
+        run.run(6)
+        with run.fork(at=3, journal=tmp_path / "b.wbj") as child:
+            child.run(1)
+            with child.fork(at=-1, journal=tmp_path / "c.wbj") as grandchild:
+                assert grandchild.journal.read().records[0]["parent"]["step"] == 3
+                assert (grandchild.step_index, grandchild.state_of("c")) == (4, 4)
+                with pytest.raises(wb.ConfigError, match="fork"):
+                    grandchild.rewind(1)

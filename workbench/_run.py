@@ -257,7 +257,7 @@ class Run:
         at = sched.state.step - 1 if at is None else at
         offset, state = self._state_at(parent, at)
         data = Path(self._journal_path).read_bytes()[:offset]
-        link = {"journal": self._journal_path, "step": at,
+        link = {"journal": self._journal_path, "step": state.step - 1,  # -1 of a fork: its start
                 "sha256": hashlib.sha256(data).hexdigest()}
         child = Run(self.seed, self.policy, model=self._engine or self._model,
                     journal=journal, workers=self._workers, max_batch=self.max_batch,
