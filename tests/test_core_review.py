@@ -385,3 +385,21 @@ def test_a_fork_of_a_forks_start_records_the_real_step(tmp_path: Path) -> None:
                 assert (grandchild.step_index, grandchild.state_of("c")) == (4, 4)
                 with pytest.raises(wb.ConfigError, match="fork"):
                     grandchild.rewind(1)
+
+
+def test_a_zero_filled_tail_is_a_torn_tail(tmp_path: Path) -> None:
+    path = tmp_path / "j.wbj"
+    with wb.Run(seed=1, policy="parallel", journal=path) as run:
+        run.add_agent("c", counter, state=0)
+        run.run(3)
+    intact = wb.read_journal(path)
+    with path.open("ab") as f:  # a crash after the file grew, before its blocks were written
+        f.write(bytes(100))
+    journal = wb.read_journal(path)
+    assert journal.records == intact.records and journal.torn_bytes == 100
+    assert wb.replay(path, agents={"c": counter}).steps == 3
+    data = bytearray(path.read_bytes())
+    data[-1] = 1  # not all zeros: damage, not a torn tail
+    path.write_bytes(bytes(data))
+    with pytest.raises(wb.JournalCorrupt):
+        wb.read_journal(path)

@@ -10,7 +10,8 @@ checksum means a damaged length is detected as damage, not mistaken for a torn t
 Reading distinguishes two failures:
 
 - a **torn tail**, a last frame cut short by a crash (its header is intact or itself cut
-  short): dropped, and reported as ``Journal.torn_bytes``;
+  short), or zero bytes only (a file that grew before its blocks reached the disk): dropped,
+  and reported as ``Journal.torn_bytes``;
 - anything else (a checksum mismatch, a record that is not a JSON object, a bad magic):
   :class:`~workbench.errors.JournalCorrupt` with the byte offset.
 
@@ -97,7 +98,10 @@ def parse_journal(data: bytes, path: str = "<bytes>", *,
         raise JournalCorrupt(path, 0, "not a workbench journal (bad magic)")
     pos = len(MAGIC)
     while pos < len(data):
-        record, size = _read_frame(data, pos, path, max_record_bytes)
+        if not any(data[pos:pos + _FRAME.size]) and not any(data[pos:]):
+            record, size = None, 0  # zeros to the end: a crash, not damage
+        else:
+            record, size = _read_frame(data, pos, path, max_record_bytes)
         if record is None:
             journal.torn_bytes = len(data) - pos
             break
