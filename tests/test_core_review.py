@@ -403,3 +403,40 @@ def test_a_zero_filled_tail_is_a_torn_tail(tmp_path: Path) -> None:
     path.write_bytes(bytes(data))
     with pytest.raises(wb.JournalCorrupt):
         wb.read_journal(path)
+
+
+def test_infer_from_two_threads_of_one_agent_is_refused_not_a_deadlock(tmp_path: Path) -> None:
+    import threading
+
+    entered, release = threading.Event(), threading.Event()
+    refused: list[BaseException] = []
+
+    class HeldEngine(FakeEngine):
+        def infer_batch(self, requests: Any, on_token: Any = None) -> Any:
+            entered.set()
+            release.wait(10)
+            return super().infer_batch(requests, on_token)
+
+    def two_threads(state: Any, inbox: Any, host: Any) -> dict[str, Any]:
+        def second() -> None:
+            entered.wait(10)  # the first request is in the engine
+            try:
+                host.infer({"prompt": "two", "max_tokens": 1})
+            except RuntimeError as exc:
+                refused.append(exc)
+            release.set()
+
+        helper = threading.Thread(target=second)
+        helper.start()
+        host.infer({"prompt": "one", "max_tokens": 1})
+        helper.join()
+        return {"state": state, "outbox": [], "status": "done"}
+
+    run = wb.Run(seed=1, policy="parallel", model=HeldEngine(), journal=tmp_path / "j.wbj")
+    run.add_agent("a", two_threads, state=0)
+    driver = threading.Thread(target=run.step, daemon=True)
+    driver.start()
+    driver.join(30)
+    assert not driver.is_alive(), "the step deadlocked in the inference barrier"
+    run.close()
+    assert len(refused) == 1 and "one thread at a time" in str(refused[0])

@@ -158,6 +158,7 @@ class AgentHost:
         self.calls: list[dict[str, JSON]] = []
         self._cursor = 0
         self._lock = threading.Lock()
+        self._inferring = False  # one infer at a time: the barrier holds one request per agent
 
     def _granted(self, name: str) -> None:
         granted = self._sh._caps.get(self.agent, ())
@@ -243,11 +244,27 @@ class AgentHost:
         if parsed.max_tokens > budget:
             parsed = replace(parsed, max_tokens=budget)
         counters.infer_index += 1
-        result = self._sh.serve_infer(self.agent, i, parsed)
+        result = self._serve_alone(i, parsed)
         counters.tokens_used += len(result.tokens)
         res = result.to_json()
         self._record({"i": i, "fn": "infer", "req": req, "res": res})
         return dict(res)
+
+    def _serve_alone(self, i: int, request: InferRequest) -> InferResult:
+        """Raises RuntimeError if this agent's previous infer has not returned yet (a second
+        thread of the agent): the barrier holds one request per agent, so a second one would
+        wait forever."""
+        with self._lock:
+            if self._inferring:
+                raise RuntimeError(f"agent {self.agent!r} called infer while its previous infer "
+                                   "had not returned; call infer from one thread at a time "
+                                   "(the barrier batches requests across agents)")
+            self._inferring = True
+        try:
+            return self._sh.serve_infer(self.agent, i, request)
+        finally:
+            with self._lock:
+                self._inferring = False
 
     def _tokens_this_step(self) -> int:
         used = 0
