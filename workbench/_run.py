@@ -222,7 +222,7 @@ class Run:
         try:
             return bg.wait(timeout)
         finally:
-            if bg.finished:
+            if bg.collected:  # its summary or error was handed out just now
                 self._bg = None
 
     @property
@@ -548,6 +548,7 @@ class _Background:
         self._summary: RunSummary | None = None
         self._error: BaseException | None = None
         self._finished = False
+        self._collected = False
         self._thread = threading.Thread(target=self._main, args=(steps, until),
                                         name="workbench-run", daemon=True)
         self._thread.start()
@@ -558,9 +559,10 @@ class _Background:
             return not self._finished and not self._paused
 
     @property
-    def finished(self) -> bool:
+    def collected(self) -> bool:
+        """True once wait() has returned the driver's summary or raised its error."""
         with self._cond:
-            return self._finished
+            return self._collected
 
     def busy_hint(self) -> tuple[str, ...]:
         """What a caller refused with RunBusy can do now (empty: the default advice)."""
@@ -622,6 +624,7 @@ class _Background:
         with self._cond:
             if not self._finished:
                 return None
+            self._collected = True
             if self._error is not None:
                 raise self._error
             return self._summary
