@@ -440,3 +440,20 @@ def test_infer_from_two_threads_of_one_agent_is_refused_not_a_deadlock(tmp_path:
     assert not driver.is_alive(), "the step deadlocked in the inference barrier"
     run.close()
     assert len(refused) == 1 and "one thread at a time" in str(refused[0])
+
+
+def test_jitter_injected_after_the_first_send_still_applies(tmp_path: Path) -> None:
+    from workbench.testing import inject_jitter
+
+    seen: list[str] = []
+
+    def who(state: Any, inbox: Any, host: Any) -> dict[str, Any]:
+        seen.append(type(host).__name__)
+        return {"state": state, "outbox": [], "status": "idle"}
+
+    with wb.Run(seed=1, policy="parallel", journal=tmp_path / "j.wbj") as run:
+        run.add_agent("a", who, state=0)
+        run.send("a", "hello")  # this starts the run
+        inject_jitter(run, seed=3, max_delay=0.0)
+        run.step()
+    assert seen == ["_JitterHost"]

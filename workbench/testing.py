@@ -133,7 +133,13 @@ def inject_jitter(run: Any, *, seed: int, max_delay: float = 0.002) -> None:
     """Delay every agent step and host call of ``run`` by a random 0..max_delay seconds.
 
     The delays come from their own generator (``seed``), never from the run's seed, so they
-    change completion order and timing only. Call before the run's first step.
+    change completion order and timing only. Applies from the run's next step on.
     """
     jitter = _Jitter(seed, max_delay)
-    run._wrap = lambda executor: _JitteredExecutor(executor, jitter)
+
+    def wrap(executor: Executor) -> Executor:
+        return _JitteredExecutor(executor, jitter)
+
+    run._wrap = wrap
+    if run._scheduler is not None:  # already started (a send or a step)
+        run._scheduler._wrap = wrap
