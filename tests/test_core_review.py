@@ -457,3 +457,22 @@ def test_jitter_injected_after_the_first_send_still_applies(tmp_path: Path) -> N
         inject_jitter(run, seed=3, max_delay=0.0)
         run.step()
     assert seen == ["_JitterHost"]
+
+
+def huge_error(state: Any, inbox: Any, host: Any) -> dict[str, Any]:
+    raise ValueError("x" * (17 * 1024 * 1024))
+
+
+def huge_prompt(state: Any, inbox: Any, host: Any) -> dict[str, Any]:
+    host.infer({"prompt": "x" * (17 * 1024 * 1024), "max_tokens": 1})
+    return {"state": state, "outbox": [], "status": "done"}
+
+
+@pytest.mark.parametrize("agent", [huge_error, huge_prompt])
+def test_a_huge_error_or_prompt_is_a_fault_not_a_stuck_run(tmp_path: Path, agent: Any) -> None:
+    with wb.Run(seed=1, policy="parallel", model=FakeEngine(), journal=tmp_path / "j") as run:
+        run.add_agent("a", agent, state=0)
+        report = run.step()
+        assert report is not None and report.faults["a"].kind == "fault"
+    record = next(r for r in wb.read_journal(tmp_path / "j") if r["k"] == "agent")
+    assert len(record["fault"]["detail"]) < 20_000

@@ -221,7 +221,7 @@ class AgentHost:
         """Generate text. Raises ValueError for a malformed request (journaled as such),
         CapabilityError if not granted, EngineFailure if the engine itself failed."""
         self._granted("infer")
-        req = _plain_request(request)
+        req = _plain_request(request, self._sh._limits[self.agent].max_output_bytes)
         i, done = self._memo("infer", req)
         if done is not None:
             return _replayed(done)
@@ -280,14 +280,19 @@ def journal_text(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _plain_request(request: object) -> JSON:
-    """The request as canonical JSON (what is journaled). ValueError if it is not JSON: the
-    agent gets it and nothing is journaled, so the step can still commit."""
+def _plain_request(request: object, max_bytes: int) -> JSON:
+    """The request as canonical JSON (what is journaled). ValueError if it is not JSON or
+    is over ``max_bytes`` (the agent's max_output_bytes): the agent gets it and nothing is
+    journaled, so the step can still commit."""
     try:
-        return _canonical.check_json(dict(request) if isinstance(request, Mapping)
-                                     else request)
+        data = _canonical.dumps(dict(request) if isinstance(request, Mapping) else request)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"an infer request must be plain JSON: {exc}") from None
+    if len(data) > max_bytes:
+        raise ValueError(f"the infer request is {len(data)} bytes, over the agent's "
+                         f"max_output_bytes of {max_bytes}; shorten the prompt or raise "
+                         "Limits(max_output_bytes=...)")
+    return _canonical.loads(data)
 
 
 def _replayed(done: Mapping[str, JSON]) -> dict[str, JSON]:

@@ -47,6 +47,10 @@ _FAULT_ERRORS: dict[str, type[AgentFault]] = {
 }
 
 
+MAX_FAULT_DETAIL = 16_384
+"""Longest fault detail journaled; longer text is cut and marked."""
+
+
 class Sink(Protocol):
     """Where a step's records go: the journal writer, or replay's verifier."""
 
@@ -296,13 +300,16 @@ def _fault(kind: str, detail: str, data: Mapping[str, JSON] | None = None) -> St
 
 
 def _fault_json(fault: Fault) -> dict[str, JSON]:
-    """The fault as it is journaled: canonical JSON, whatever an executor put in it."""
+    """The fault as it is journaled: canonical JSON, whatever an executor put in it, and a
+    detail of at most MAX_FAULT_DETAIL characters (so the record always fits the journal)."""
     try:
         data: JSON = _canonical.check_json(dict(fault.data))
     except (TypeError, ValueError):
         data = {"unjournalable": journal_text(repr(dict(fault.data)))[:1000]}
-    return {"kind": journal_text(str(fault.kind)), "detail": journal_text(str(fault.detail)),
-            "data": data}
+    detail = journal_text(str(fault.detail))
+    if len(detail) > MAX_FAULT_DETAIL:
+        detail = detail[:MAX_FAULT_DETAIL] + f"... [{len(detail) - MAX_FAULT_DETAIL} chars cut]"
+    return {"kind": journal_text(str(fault.kind)), "detail": detail, "data": data}
 
 
 def fault_error(agent: str, step: int, fault: Fault) -> AgentFault:
