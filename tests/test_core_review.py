@@ -476,3 +476,18 @@ def test_a_huge_error_or_prompt_is_a_fault_not_a_stuck_run(tmp_path: Path, agent
         assert report is not None and report.faults["a"].kind == "fault"
     record = next(r for r in wb.read_journal(tmp_path / "j") if r["k"] == "agent")
     assert len(record["fault"]["detail"]) < 20_000
+
+
+def test_record_too_large_gives_advice_that_exists(tmp_path: Path) -> None:
+    import inspect
+
+    def fat(state: Any, inbox: Any, host: Any) -> dict[str, Any]:
+        return {"state": "x" * (17 * 1024 * 1024), "outbox": [], "status": "done"}
+
+    with wb.Run(seed=1, policy="parallel", journal=tmp_path / "j") as run:
+        run.add_agent("a", fat, limits=wb.Limits(max_state_bytes=64 * 1024 * 1024))
+        with pytest.raises(wb.errors.RecordTooLarge) as info:
+            run.step()
+    assert "max_record_bytes" not in inspect.signature(wb.Run).parameters
+    assert "Run(max_record_bytes" not in str(info.value)
+    assert "max_state_bytes" in str(info.value)

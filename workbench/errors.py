@@ -85,7 +85,8 @@ class RecordTooLarge(JournalError, ValueError):
         self.what = what
         super().__init__(
             f"{what} encodes to {size} bytes, over the journal's record limit of {limit}; "
-            "shrink the agent's state/output or raise Run(max_record_bytes=...)"
+            "shrink the agent's state/output, or keep its Limits(max_state_bytes=..., "
+            "max_output_bytes=...) under this limit so that a breach is a journaled fault"
         )
 
 
