@@ -481,13 +481,19 @@ def test_a_huge_error_or_prompt_is_a_fault_not_a_stuck_run(tmp_path: Path, agent
 def test_record_too_large_gives_advice_that_exists(tmp_path: Path) -> None:
     import inspect
 
-    def fat(state: Any, inbox: Any, host: Any) -> dict[str, Any]:
-        return {"state": "x" * (17 * 1024 * 1024), "outbox": [], "status": "done"}
+    from workbench._journal import JournalWriter
 
-    with wb.Run(seed=1, policy="parallel", journal=tmp_path / "j") as run:
-        run.add_agent("a", fat, limits=wb.Limits(max_state_bytes=64 * 1024 * 1024))
-        with pytest.raises(wb.errors.RecordTooLarge) as info:
-            run.step()
+    with JournalWriter(tmp_path / "j", max_record_bytes=100) as writer, \
+            pytest.raises(wb.errors.RecordTooLarge) as info:
+        writer.stage({"k": "agent", "state": "x" * 200})
     assert "max_record_bytes" not in inspect.signature(wb.Run).parameters
     assert "Run(max_record_bytes" not in str(info.value)
     assert "max_state_bytes" in str(info.value)
+
+
+def test_limits_the_journal_cannot_hold_are_refused_when_the_agent_is_added(
+        tmp_path: Path) -> None:
+    with wb.Run(seed=1, policy="parallel", journal=tmp_path / "j") as run:
+        with pytest.raises(wb.ConfigError, match="max_state_bytes"):
+            run.add_agent("a", counter, limits=wb.Limits(max_state_bytes=64 * 1024 * 1024))
+        run.add_agent("a", counter, state=0, limits=wb.Limits(max_state_bytes=8 * 1024 * 1024))

@@ -19,7 +19,7 @@ from typing import Any, cast
 from workbench import _canonical
 from workbench._agents import is_wasm_source, make_executor, parse_bytes, wasm_bytes
 from workbench._events import Event, EventBus, Subscription
-from workbench._journal import Journal, JournalWriter, read_journal
+from workbench._journal import DEFAULT_MAX_RECORD_BYTES, Journal, JournalWriter, read_journal
 from workbench._policy import Policy, make_policy
 from workbench._scheduler import AgentSlot, Scheduler, StepReport
 from workbench._state import USER, RunState, apply
@@ -135,6 +135,7 @@ class Run:
                           memory_bytes=lim.memory_bytes if memory is None else parse_bytes(memory))
         if on_fault not in ("fail", "continue", "restart"):
             raise ConfigError("on_fault must be 'fail', 'continue' or 'restart'")
+        _check_fits_journal(lim)
         executor = make_executor(name, agent, limits=lim, capabilities=caps,
                                  workers=self._workers)
         if is_wasm_source(agent):
@@ -628,6 +629,22 @@ class _Background:
             if self._error is not None:
                 raise self._error
             return self._summary
+
+
+_RECORD_MARGIN = 64 * 1024
+"""Room in an agent's journal record for what is not its state or message payloads ..."""
+_MESSAGE_MARGIN = 200
+"""... plus this much per message (recipient name up to 128 characters, seq, keys)."""
+
+
+def _check_fits_journal(limits: Limits) -> None:
+    """ConfigError if one step's state and messages may not fit one journal record: the
+    step could then never be committed (a breach of the limits instead is a fault)."""
+    room = DEFAULT_MAX_RECORD_BYTES - _RECORD_MARGIN - limits.max_messages * _MESSAGE_MARGIN
+    if limits.max_state_bytes + limits.max_output_bytes > room:
+        raise ConfigError(f"max_state_bytes ({limits.max_state_bytes}) plus max_output_bytes "
+                          f"({limits.max_output_bytes}) must be at most {room}, what one "
+                          "journal record holds; lower them")
 
 
 def _next_offset(journal: Journal, i: int) -> int:
