@@ -314,3 +314,30 @@ def test_queue_limit_is_a_journaled_fault(tmp_path: Path) -> None:
         assert "max_queued is 5" in report.faults["other"].detail
         run.step()  # sink gets what was accepted, nothing lost
         assert [entry[3] for entry in run.state_of("sink")] == [0, 1, 2]
+
+
+def test_bad_limits_are_refused(tmp_path: Path) -> None:
+    with make(tmp_path) as run:
+        with pytest.raises(wb.ConfigError, match="max_messages=0"):
+            run.add_agent("a", echo, state=[], limits=wb.Limits(max_messages=0))
+        with pytest.raises(wb.ConfigError, match="timeout_s"):
+            run.add_agent("a", echo, state=[], limits=wb.Limits(timeout_s=0))
+
+
+def test_user_sends_respect_the_queue_bound(tmp_path: Path) -> None:
+    with make(tmp_path) as run:
+        run.add_agent("a", echo, state=[], limits=wb.Limits(max_queued=2))
+        run.send("a", 1)
+        run.send("a", 2)
+        with pytest.raises(wb.ConfigError, match="max_queued is 2"):
+            run.send("a", 3)
+        run.step()
+        run.send("a", 3)
+        assert [m[3] for m in run.state_of("a")] == [1, 2]
+
+
+def test_until_that_already_holds_runs_no_step(tmp_path: Path) -> None:
+    with make(tmp_path) as run:
+        run.add_agent("a", echo, state=[])
+        summary = run.until(lambda r: True)
+        assert (summary.steps, summary.reason, run.step_index) == (0, "until", 0)

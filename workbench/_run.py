@@ -133,6 +133,7 @@ class Run:
 
             lim = replace(lim, fuel=lim.fuel if fuel is None else fuel,
                           memory_bytes=lim.memory_bytes if memory is None else parse_bytes(memory))
+        _check_limits(lim)
         if on_fault not in ("fail", "continue", "restart"):
             raise ConfigError("on_fault must be 'fail', 'continue' or 'restart'")
         _check_fits_journal(lim)
@@ -164,6 +165,11 @@ class Run:
         if to not in sched.slots:
             raise ConfigError(f"no agent named {to!r}")
         state = sched.state
+        capacity = sched.slots[to].limits.max_queued
+        waiting = sum(1 for m in state.pending if m.to == to)
+        if waiting >= capacity:
+            raise ConfigError(f"{to!r} already has {waiting} messages waiting (its max_queued "
+                              f"is {capacity}); step the run so it can catch up")
         msg = Message(USER, state.user_seq, state.step - 1, to, _canonical.check_json(payload))
         record = {"k": "send", "msg": msg.to_json()}
         self._writer_checked().append(record)
@@ -194,7 +200,11 @@ class Run:
 
     def until(self, predicate: Callable[[Run], bool], *, max_steps: int = DEFAULT_MAX_STEPS,
               ) -> RunSummary:
-        """Step until ``predicate(run)`` is true (or no agent can run, or ``max_steps``)."""
+        """Step until ``predicate(run)`` is true (or no agent can run, or ``max_steps``).
+        A predicate that already holds runs no step."""
+        self._check_idle("run")
+        if predicate(self):
+            return RunSummary(0, "until", self.step_index)
         return self.run(max_steps, until=predicate)
 
     def start(self, steps: int | None = None, *,
@@ -645,6 +655,15 @@ def _check_fits_journal(limits: Limits) -> None:
         raise ConfigError(f"max_state_bytes ({limits.max_state_bytes}) plus max_output_bytes "
                           f"({limits.max_output_bytes}) must be at most {room}, what one "
                           "journal record holds; lower them")
+
+
+def _check_limits(limits: Limits) -> None:
+    """Every limit must be a positive number. Raises ConfigError naming the first that isn't."""
+    for name, value in limits.to_json().items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"Limits({name}={value!r}) must be a positive integer")
+    if not limits.timeout_s > 0:
+        raise ConfigError(f"Limits(timeout_s={limits.timeout_s!r}) must be positive")
 
 
 def _next_offset(journal: Journal, i: int) -> int:
