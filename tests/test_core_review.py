@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -240,10 +241,16 @@ def test_two_runs_with_the_same_seed_get_their_own_journals(
 def test_run_busy_says_what_to_do_when_paused(tmp_path: Path) -> None:
     with wb.Run(seed=1, policy="parallel", journal=tmp_path / "j.wbj") as run:
         run.add_agent("c", counter, state=0)
-        run.start(50)
+        gate = threading.Event()
+        run.start(50, until=lambda r: not gate.wait(30))  # holds after the first step
+        with pytest.raises(TimeoutError):
+            run.pause(timeout=0)  # asks for a pause without waiting for it
+        gate.set()
         run.pause()
+        run.rewind(0)  # allowed while paused at a boundary
+        assert run.step_index == 1
         with pytest.raises(wb.RunBusy) as info:
-            run.rewind(0)
+            run.start()
         assert "pause()" not in str(info.value) and "resume()" in str(info.value)
         run.resume()
         assert run.wait(30) is not None
@@ -406,7 +413,6 @@ def test_a_zero_filled_tail_is_a_torn_tail(tmp_path: Path) -> None:
 
 
 def test_infer_from_two_threads_of_one_agent_is_refused_not_a_deadlock(tmp_path: Path) -> None:
-    import threading
 
     entered, release = threading.Event(), threading.Event()
     refused: list[BaseException] = []

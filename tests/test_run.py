@@ -191,26 +191,42 @@ def test_token_budget_per_run(tmp_path: Path) -> None:
         assert run.state_of("q") == [4, 4, 2, 0]
 
 
+def ticker(state: Any, inbox: Any, host: Any) -> dict[str, Any]:
+    return {"state": state + host.random() % 7, "outbox": [], "status": "ready"}
+
+
+def tickers(path: Path) -> wb.Run:
+    run = wb.Run(seed=3, policy="parallel", journal=path)
+    for i in range(4):
+        run.add_agent(f"t{i}", ticker, state=0)
+    return run
+
+
 def test_background_driving_writes_the_same_journal(tmp_path: Path) -> None:
-    with build(7, 11, tmp_path / "fg.wbj") as run:
-        run.run(60)
-    with build(7, 11, tmp_path / "bg.wbj") as run:
-        seen = threading.Event()
-        sub = run.subscribe(lambda e: seen.set(), kinds=("step_committed",))
-        run.start(60)
-        assert seen.wait(10)
+    with tickers(tmp_path / "fg.wbj") as run:
+        run.run(301)
+    gate = threading.Event()
+
+    def hold_after_first_step(run: wb.Run) -> bool:
+        gate.wait(30)  # the driver waits here until the test has asked it to pause
+        return False
+
+    with tickers(tmp_path / "bg.wbj") as run:
+        run.start(300, until=hold_after_first_step)
+        with pytest.raises(TimeoutError):
+            run.pause(timeout=0)  # asks for a pause without waiting for it
+        gate.set()
         run.pause()
-        paused_at = run.step_index
-        assert not run.running
-        with pytest.raises(wb.RunBusy):
-            run.step()
+        assert run.step_index == 1 and not run.running
+        run.step()  # paused at a boundary: the notebook's controls may step
+        assert run.step_index == 2
         with pytest.raises(wb.RunBusy, match="resume"):
             run.wait(1)
-        assert run.step_index == paused_at
+        with pytest.raises(wb.RunBusy, match="resume"):
+            run.start()
         run.resume()
         summary = run.wait(30)
-        assert summary is not None
-        sub.close()
+        assert summary is not None and summary.steps == 300
     assert (tmp_path / "fg.wbj").read_bytes() == (tmp_path / "bg.wbj").read_bytes()
 
 

@@ -433,9 +433,12 @@ class Run:
                               "run.fork(agents={...}) to change the team")
 
     def _check_idle(self, action: str) -> None:
+        """Refuse ``action`` while a background driver is stepping. A driver paused at a step
+        boundary lets the caller step, send, rewind and fork (a notebook's controls); it
+        goes on from wherever that leaves the run when resumed."""
         if self._closed:
             raise RunClosed()
-        if self._bg is not None:
+        if self._bg is not None and not (action != "start" and self._bg.parked):
             raise RunBusy(action, *self._bg.busy_hint())
 
     def _writer_checked(self) -> JournalWriter:
@@ -575,13 +578,21 @@ class _Background:
         with self._cond:
             return self._collected
 
+    @property
+    def parked(self) -> bool:
+        """Paused and waiting at a step boundary (not finished)."""
+        with self._cond:
+            return self._paused and self._waiting_at_boundary and not self._finished
+
     def busy_hint(self) -> tuple[str, ...]:
         """What a caller refused with RunBusy can do now (empty: the default advice)."""
         with self._cond:
             if self._finished:
                 return ("it has finished: call run.wait() to collect its result first",)
             if self._paused:
-                return ("it is paused: call run.resume() and then run.wait(), or run.close()",)
+                if self._waiting_at_boundary:
+                    return ("it is paused: call run.resume() (then run.wait()), or run.close()",)
+                return ("it is pausing: wait for run.pause() to return, or run.close()",)
             return ()
 
     def _main(self, steps: int | None, until: Callable[[Run], bool] | None) -> None:
