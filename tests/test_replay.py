@@ -73,3 +73,16 @@ def test_replay_ignores_a_torn_partial_step(tmp_path: Path) -> None:
     path.write_bytes(data[:cut])
     report = wb.replay(path, agents={"source": counter(8, 1), "sink": sink})
     assert report.steps == sum(1 for r in journal.records if r["k"] == "commit") - 1
+
+
+def test_a_journal_of_another_format_version_is_refused(tmp_path: Path) -> None:
+    from workbench._journal import JournalWriter, read_journal
+
+    path = record(tmp_path)
+    records = read_journal(path).records
+    records[0]["v"] = 99
+    with JournalWriter(tmp_path / "v99.wbj") as w:
+        for r in records:
+            w.append(r)
+    with pytest.raises(wb.ConfigError, match="format version 99"):
+        wb.replay(tmp_path / "v99.wbj", agents={"source": counter(8, 1), "sink": sink})

@@ -34,6 +34,8 @@ from workbench._types import JSON
 from workbench.errors import JournalCorrupt, JournalError, RecordTooLarge, RunClosed
 
 MAGIC = b"WBJOURNAL1\n"
+JOURNAL_VERSION = 1
+"""The run header's ``v``: what the records mean. Replay refuses other versions."""
 _FRAME = struct.Struct("<III")
 DEFAULT_MAX_RECORD_BYTES = 16 * 1024 * 1024
 """Largest payload a record may have. Larger records raise RecordTooLarge when staged."""

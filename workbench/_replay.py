@@ -17,7 +17,7 @@ from typing import Any
 from workbench._agents import make_executor
 from workbench._events import EventBus
 from workbench._hostcalls import InferSource
-from workbench._journal import Record, read_journal
+from workbench._journal import JOURNAL_VERSION, Record, read_journal
 from workbench._policy import policy_from_json
 from workbench._scheduler import AgentSlot, Scheduler, StepReport
 from workbench._state import RunState, apply
@@ -90,6 +90,10 @@ def replay(path: str | os.PathLike[str], *, agents: Mapping[str, Any] | None = N
     if not records or records[0]["k"] != "run":
         raise JournalCorrupt(str(path), 0, "the first record is not a run header")
     header = records[0]
+    if header.get("v") != JOURNAL_VERSION:
+        raise ConfigError(f"journal {str(path)!r} has format version {header.get('v')!r}; this "
+                          f"workbench replays version {JOURNAL_VERSION}: use the workbench "
+                          "version that wrote it")
     slots, changed = _slots(header, Path(path).parent, dict(agents or {}), workers)
     order = [s.name for s in slots]
     state = RunState.initial(order, {s.name: s.initial_state for s in slots})

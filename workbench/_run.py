@@ -19,7 +19,13 @@ from typing import Any, cast
 from workbench import _canonical
 from workbench._agents import is_wasm_source, make_executor, parse_bytes, wasm_bytes
 from workbench._events import Event, EventBus, Subscription
-from workbench._journal import DEFAULT_MAX_RECORD_BYTES, Journal, JournalWriter, read_journal
+from workbench._journal import (
+    DEFAULT_MAX_RECORD_BYTES,
+    JOURNAL_VERSION,
+    Journal,
+    JournalWriter,
+    read_journal,
+)
 from workbench._policy import Policy, make_policy
 from workbench._scheduler import AgentSlot, Scheduler, StepReport
 from workbench._state import USER, RunState, apply
@@ -492,7 +498,7 @@ class Run:
 
     def _header(self, engine: InferenceBackend | None) -> dict[str, JSON]:
         return {
-            "k": "run", "v": 1, "seed": self.seed, "policy": self.policy.to_json(),
+            "k": "run", "v": JOURNAL_VERSION, "seed": self.seed, "policy": self.policy.to_json(),
             "agents": [{"name": s.name, "id": s.executor.identity().to_json(),
                         "state": s.initial_state, "caps": list(s.capabilities),
                         "limits": s.limits.to_json(), "on_fault": s.on_fault}
