@@ -116,31 +116,11 @@ def onnx_part(variant: str, threads: int, forced: list[int], out: str) -> dict[s
               "prompt_tokens": single.prompt_tokens}
     if forced:
         import numpy as np
+        from forcing import forced_logits  # benchmarks/forcing.py, beside this script
 
-        np.save(out, _forced_logits(engine, forced))
+        np.save(out, forced_logits(engine, _chat_request("forced", 0), tuple(forced)))
     engine.close()
     return result
-
-
-def _forced_logits(engine: Any, forced: list[int]) -> Any:
-    """Logits at each position of a fixed continuation, through the real decode loop."""
-    import numpy as np
-
-    from workbench._engine import _decode
-
-    rows: list[Any] = []
-
-    def force(logits: Any, params: Any, position: int) -> int:
-        rows.append(np.array(logits, np.float32))
-        return forced[position]
-
-    original = vars(_decode)["choose_token"]
-    setattr(_decode, "choose_token", force)  # noqa: B010 (a test seam, restored below)
-    try:
-        engine.infer_batch([_chat_request("forced", len(forced))])
-    finally:
-        setattr(_decode, "choose_token", original)  # noqa: B010
-    return np.stack(rows)
 
 
 def prompt_ids() -> list[int]:

@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from forcing import forced_logits  # benchmarks/forcing.py, beside this script
 
-from workbench._engine import _decode
 from workbench._engine._convert import convert_gguf
 from workbench._engine._engine import Engine
 from workbench._engine._model import ModelFiles
@@ -110,23 +110,6 @@ def open_cuda(files: ModelFiles) -> Engine | None:
 def requests(tokens: int, count: int = len(PROMPTS)) -> list[InferRequest]:
     return [InferRequest(agent=f"a{i}", index=0, prompt=PROMPTS[i % len(PROMPTS)],
                          max_tokens=tokens) for i in range(count)]
-
-
-def forced_logits(engine: Engine, request: InferRequest, forced: tuple[int, ...]) -> Any:
-    """Logits at each position of ``forced``, through the real decode loop."""
-    rows: list[Any] = []
-
-    def force(logits: Any, params: Any, position: int) -> int:
-        rows.append(np.array(logits, np.float32))
-        return forced[position]
-
-    original = vars(_decode)["choose_token"]
-    setattr(_decode, "choose_token", force)  # noqa: B010 (a test seam, restored below)
-    try:
-        engine.infer_batch([dataclasses.replace(request, max_tokens=len(forced))])
-    finally:
-        setattr(_decode, "choose_token", original)  # noqa: B010
-    return np.stack(rows)
 
 
 def compare(cpu: Engine, cuda: Engine, tokens: int) -> dict[str, Any]:
