@@ -63,6 +63,12 @@ def wasm_bytes(agent: str | Path | bytes) -> bytes:
     return data
 
 
+def stored_module(journal: str | Path, sha256: str) -> Path:
+    """Where a run keeps a copy of its module ``sha256``: ``modules/`` beside the journal,
+    so replay and forks find the exact code by hash."""
+    return Path(journal).parent / "modules" / f"{sha256}.wasm"
+
+
 def make_executor(name: str, agent: Any, *, limits: Limits, capabilities: tuple[str, ...],
                   workers: int | None) -> Executor:
     """An executor for ``agent`` (see the module docstring). Raises ConfigError/InvalidModule."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbench._agents import make_executor
+from workbench._agents import make_executor, stored_module
 from workbench._events import EventBus
 from workbench._hostcalls import InferSource
 from workbench._journal import JOURNAL_VERSION, Record, read_journal
@@ -94,7 +94,7 @@ def replay(path: str | os.PathLike[str], *, agents: Mapping[str, Any] | None = N
         raise ConfigError(f"journal {str(path)!r} has format version {header.get('v')!r}; this "
                           f"workbench replays version {JOURNAL_VERSION}: use the workbench "
                           "version that wrote it")
-    slots, changed = _slots(header, Path(path).parent, dict(agents or {}), workers)
+    slots, changed = _slots(header, Path(path), dict(agents or {}), workers)
     order = [s.name for s in slots]
     state = RunState.initial(order, {s.name: s.initial_state for s in slots})
     calls = _index_calls(records)
@@ -168,7 +168,7 @@ def _committed(records: list[Record]) -> list[Record]:
     return records[:last]
 
 
-def _slots(header: Record, folder: Path, given: dict[str, Any],
+def _slots(header: Record, journal: Path, given: dict[str, Any],
            workers: int | None) -> tuple[list[AgentSlot], list[str]]:
     slots, changed = [], []
     for spec in header["agents"]:
@@ -176,7 +176,7 @@ def _slots(header: Record, folder: Path, given: dict[str, Any],
         limits = Limits(**spec["limits"])
         code = given.pop(name, None)
         if code is None:
-            code = _module_for(name, ident, folder)
+            code = _module_for(name, ident, journal)
         executor = make_executor(name, code, limits=limits, capabilities=tuple(spec["caps"]),
                                  workers=workers)
         if executor.identity().hash != ident["hash"]:
@@ -188,9 +188,9 @@ def _slots(header: Record, folder: Path, given: dict[str, Any],
     return slots, changed
 
 
-def _module_for(name: str, ident: Mapping[str, Any], folder: Path) -> Path:
+def _module_for(name: str, ident: Mapping[str, Any], journal: Path) -> Path:
     if ident["kind"] == "wasm":
-        module = folder / "modules" / f"{ident['hash']}.wasm"
+        module = stored_module(journal, ident["hash"])
         if module.is_file():
             return module
         raise ConfigError(f"agent {name!r}: module {module.name} is missing beside the "

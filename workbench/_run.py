@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any, cast
 
 from workbench import _canonical
-from workbench._agents import is_wasm_source, make_executor, parse_bytes, wasm_bytes
+from workbench._agents import (
+    is_wasm_source,
+    make_executor,
+    parse_bytes,
+    stored_module,
+    wasm_bytes,
+)
 from workbench._events import Event, EventBus, Subscription
 from workbench._journal import (
     DEFAULT_MAX_RECORD_BYTES,
@@ -143,11 +149,12 @@ class Run:
         if on_fault not in ("fail", "continue", "restart"):
             raise ConfigError("on_fault must be 'fail', 'continue' or 'restart'")
         _check_fits_journal(lim)
-        executor = make_executor(name, agent, limits=lim, capabilities=caps,
-                                 workers=self._workers)
-        if is_wasm_source(agent):
+        module = wasm_bytes(agent) if is_wasm_source(agent) else None  # read/assemble once
+        executor = make_executor(name, agent if module is None else module, limits=lim,
+                                 capabilities=caps, workers=self._workers)
+        if module is not None:
             self._owned.append(executor)
-            self._keep_module(wasm_bytes(agent))
+            self._keep_module(module)
         self._slots.append(AgentSlot(name, executor, _canonical.check_json(state), caps, lim,
                                      on_fault))
 
@@ -453,9 +460,8 @@ class Run:
 
     def _keep_module(self, module: bytes) -> None:
         """Store the module beside the journal so replay can find it by hash."""
-        folder = Path(self._journal_path).parent / "modules"
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / f"{hashlib.sha256(module).hexdigest()}.wasm"
+        target = stored_module(self._journal_path, hashlib.sha256(module).hexdigest())
+        target.parent.mkdir(parents=True, exist_ok=True)
         if not target.exists():
             target.write_bytes(module)
 
@@ -464,7 +470,7 @@ class Run:
         agent (so the fork has its own executor, and its own copy of the module beside its
         journal, wherever that lives), or else the executor itself (shared)."""
         ident = slot.executor.identity()
-        module = Path(self._journal_path).parent / "modules" / f"{ident.hash}.wasm"
+        module = stored_module(self._journal_path, ident.hash)
         if slot.executor in self._owned and module.is_file():
             return module
         return slot.executor

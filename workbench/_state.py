@@ -59,10 +59,6 @@ class RunState:
         pending = [message_from_json(m) for m in data["pending"]]
         return cls(list(order), agents, data["step"], data["cursor"], data["user_seq"], pending)
 
-    def mail_for(self, agent: str) -> list[Message]:
-        """Messages waiting for ``agent``, in delivery order (sender rank, seq)."""
-        return self.mailboxes([agent]).get(agent, [])
-
     def mailboxes(self, agents: Sequence[str]) -> dict[str, list[Message]]:
         """Waiting messages of each of ``agents``, in delivery order (sender rank, seq)."""
         wanted = set(agents)
