@@ -189,21 +189,20 @@ class AgentHost:
             self._cursor = 0
 
     def random(self) -> int:
-        self._granted("random")
-        i, done = self._memo("random", None)
-        if done is not None:
-            return int(done["res"])
-        value = derive_u64(self._sh.seed, "random", self.agent, self._sh.step, i)
-        self._record({"i": i, "fn": "random", "req": None, "res": value})
-        return value
+        return self._derived("random", lambda i: derive_u64(self._sh.seed, "random",
+                                                            self.agent, self._sh.step, i))
 
     def now(self) -> int:
-        self._granted("now")
-        i, done = self._memo("now", None)
+        return self._derived("now", lambda i: logical_now(self._sh.step, i))
+
+    def _derived(self, fn: str, value_at: Callable[[int], int]) -> int:
+        """A host call whose value is a pure function of its call index, journaled."""
+        self._granted(fn)
+        i, done = self._memo(fn, None)
         if done is not None:
             return int(done["res"])
-        value = logical_now(self._sh.step, i)
-        self._record({"i": i, "fn": "now", "req": None, "res": value})
+        value = value_at(i)
+        self._record({"i": i, "fn": fn, "req": None, "res": value})
         return value
 
     def log(self, text: str) -> None:
