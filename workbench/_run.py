@@ -145,7 +145,6 @@ class Run:
 
             lim = replace(lim, fuel=lim.fuel if fuel is None else fuel,
                           memory_bytes=lim.memory_bytes if memory is None else parse_bytes(memory))
-        _check_limits(lim)
         if on_fault not in ("fail", "continue", "restart"):
             raise ConfigError("on_fault must be 'fail', 'continue' or 'restart'")
         _check_fits_journal(lim)
@@ -678,15 +677,6 @@ def _check_fits_journal(limits: Limits) -> None:
         raise ConfigError(f"max_state_bytes ({limits.max_state_bytes}) plus max_output_bytes "
                           f"({limits.max_output_bytes}) must be at most {room}, what one "
                           "journal record holds; lower them")
-
-
-def _check_limits(limits: Limits) -> None:
-    """Every limit must be a positive number. Raises ConfigError naming the first that isn't."""
-    for name, value in limits.to_json().items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"Limits({name}={value!r}) must be a positive integer")
-    if not limits.timeout_s > 0:
-        raise ConfigError(f"Limits(timeout_s={limits.timeout_s!r}) must be positive")
 
 
 def _next_offset(journal: Journal, i: int) -> int:

@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
+from workbench.errors import ConfigError
+
 JSON: TypeAlias = Any
 """A value made of dict (str keys), list, str, int, float (finite), bool and None."""
 
@@ -72,6 +74,14 @@ class Limits:
     max_tokens_per_step: int = 4096
     max_tokens_per_run: int = 1_000_000
     timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        """Raises ConfigError naming the first limit that is not a positive number."""
+        for name, value in self.to_json().items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"Limits({name}={value!r}) must be a positive integer")
+        if not self.timeout_s > 0:
+            raise ConfigError(f"Limits(timeout_s={self.timeout_s!r}) must be positive")
 
     def to_json(self) -> dict[str, JSON]:
         return {
