@@ -28,6 +28,7 @@ from workbench._types import (
     FaultPolicy,
     InferenceBackend,
     Limits,
+    Outgoing,
     StepRequest,
     StepResult,
 )
@@ -204,9 +205,9 @@ class Scheduler:
         ``queued`` counts the messages waiting per recipient; accepted messages add to it."""
         if result.fault is not None:
             return result
-        checked = self._check_output(slot, result)
-        if checked.fault is not None:
-            return checked
+        result = self._check_output(slot, result)
+        if result.fault is not None:
+            return result
         adding = collections.Counter(m.to for m in result.outbox)
         for to, n in sorted(adding.items()):
             capacity = self.slots[to].limits.max_queued
@@ -218,12 +219,15 @@ class Scheduler:
         return result
 
     def _check_output(self, slot: AgentSlot, result: StepResult) -> StepResult:
+        """The result with its state and payloads in canonical JSON form (as the journal
+        will hold them), or a fault."""
         limits = slot.limits
         try:
-            state_bytes = len(_canonical.dumps(result.state))
-            out_bytes = sum(len(_canonical.dumps(m.payload)) for m in result.outbox)
+            state = _canonical.dumps(result.state)
+            payloads = [_canonical.dumps(m.payload) for m in result.outbox]
         except (TypeError, ValueError) as exc:
             return _fault("malformed_output", f"state or message is not plain JSON: {exc}")
+        state_bytes, out_bytes = len(state), sum(len(p) for p in payloads)
         if state_bytes > limits.max_state_bytes:
             return _fault("limit", f"state is {state_bytes} bytes, over the limit of "
                           f"{limits.max_state_bytes}", {"bytes": state_bytes})
@@ -239,7 +243,9 @@ class Scheduler:
             if (slot.name, m.to) not in self.channels:
                 return _fault("malformed_output", f"sent a message to {m.to!r} without a "
                               f"channel; connect them with run.connect({slot.name!r}, {m.to!r})")
-        return result
+        outbox = tuple(Outgoing(m.to, _canonical.loads(p))
+                       for m, p in zip(result.outbox, payloads, strict=True))
+        return StepResult(_canonical.loads(state), outbox, result.status)
 
     def _agent_record(self, t: int, name: str, result: StepResult,
                       counters: AgentCounters) -> dict[str, JSON]:
@@ -251,11 +257,11 @@ class Scheduler:
             return {"k": "agent", "t": t, "a": name, "fault": _fault_json(result.fault),
                     "state": slot.initial_state if restart else agent.state,
                     "status": "ready" if restart else "faulted", "out": [], "ctr": ctr}
-        out = [{"to": m.to, "seq": agent.seq + i, "payload": _canonical.check_json(m.payload)}
+        # _validate already made the state and payloads canonical
+        out = [{"to": m.to, "seq": agent.seq + i, "payload": m.payload}
                for i, m in enumerate(result.outbox)]
-        return {"k": "agent", "t": t, "a": name, "fault": None,
-                "state": _canonical.check_json(result.state), "status": result.status,
-                "out": out, "ctr": ctr}
+        return {"k": "agent", "t": t, "a": name, "fault": None, "state": result.state,
+                "status": result.status, "out": out, "ctr": ctr}
 
     def _commit(self, records: list[dict[str, JSON]]) -> None:
         try:
