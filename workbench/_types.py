@@ -181,7 +181,9 @@ class InferRequest:
     """One agent's generation request inside a barrier batch.
 
     ``sampling_key`` is derived from (run seed, agent, request index); with temperature 0
-    decoding is greedy and the key is unused.
+    decoding is greedy and the key is unused. Special-token text (``<|im_start|>``, ...) in
+    ``messages`` or ``prompt`` is tokenized as plain text: control tokens come only from the
+    chat template, or, for a raw ``prompt``, from its text when ``allow_special_tokens``.
     """
 
     agent: str
@@ -194,6 +196,7 @@ class InferRequest:
     top_k: int = 0
     stop: tuple[str, ...] = ()
     sampling_key: int = 0
+    allow_special_tokens: bool = False  # a raw prompt's special-token text is control tokens
 
     @staticmethod
     def from_json(agent: str, index: int, sampling_key: int,
@@ -219,6 +222,12 @@ class InferRequest:
             msgs = tuple({"role": m["role"], "content": m["content"]} for m in messages)
         if prompt is not None and not isinstance(prompt, str):
             raise ValueError("'prompt' must be a string")
+        allow_special = body.get("allow_special_tokens", False)
+        if not isinstance(allow_special, bool):
+            raise ValueError("'allow_special_tokens' must be true or false")
+        if allow_special and prompt is None:
+            raise ValueError("'allow_special_tokens' applies to a raw 'prompt' only; with "
+                             "'messages' control tokens come from the chat template")
         stop = body.get("stop", [])
         if isinstance(stop, str):
             stop = [stop]
@@ -230,7 +239,7 @@ class InferRequest:
             temperature=_number(body, "temperature", 0.0, float, 0.0, 100.0),
             top_p=_number(body, "top_p", 1.0, float, 0.0, 1.0),
             top_k=_number(body, "top_k", 0, int, 0, 1 << 20),
-            stop=tuple(stop), sampling_key=sampling_key,
+            stop=tuple(stop), sampling_key=sampling_key, allow_special_tokens=allow_special,
         )
 
     def to_json(self) -> dict[str, JSON]:
@@ -241,10 +250,13 @@ class InferRequest:
             out["messages"] = [dict(m) for m in self.messages]
         else:
             out["prompt"] = self.prompt
+        if self.allow_special_tokens:
+            out["allow_special_tokens"] = True
         return out
 
 
-_INFER_FIELDS = {"messages", "prompt", "max_tokens", "temperature", "top_p", "top_k", "stop"}
+_INFER_FIELDS = {"messages", "prompt", "max_tokens", "temperature", "top_p", "top_k", "stop",
+                 "allow_special_tokens"}
 
 
 def _number(body: Mapping[str, JSON], name: str, default: Any, kind: type, lo: float,

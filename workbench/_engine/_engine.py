@@ -21,12 +21,13 @@ from tokenizers import Tokenizer
 
 from .._types import JSON, InferRequest, InferResult, TokenCallback
 from ..errors import ConfigError, ModelLoadError, RunClosed
-from ._chat import render_chat
+from ._chat import render_chat_segments
 from ._decode import DecodeStats, Slot, run_group
 from ._model import ModelFiles
 from ._providers import EventCallback, SessionOpener, candidate_providers, default_opener
 from ._sampling import SamplingParams, TextStream
 from ._session import EngineSession, ProviderRunError
+from ._tokenizer import PromptEncoder
 
 __all__ = ["DEFAULT_MODEL", "Engine", "Generation"]
 
@@ -89,6 +90,7 @@ class Engine:
         self.strict_provider = strict_provider
         self._on_event = on_event
         self._tokenizer = _load_tokenizer(self.files)
+        self._prompts = PromptEncoder(self._tokenizer)
         self._session = EngineSession(
             self.files.onnx_path, candidates=candidate_providers(providers, strict_provider),
             threads=threads, strict=strict_provider, opener=opener, on_event=on_event,
@@ -163,18 +165,25 @@ class Engine:
     def generate(self, messages_or_prompt: str | Sequence[Mapping[str, str]], *,
                  max_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0,
                  top_k: int = 0, stop: Sequence[str] = (), seed: int = 0,
+                 allow_special_tokens: bool = False,
                  on_token: TokenCallback | None = None) -> Generation:
         """Generate for one chat (list of {"role", "content"}) or raw prompt string.
 
-        ``seed`` is the sampling key (unused when ``temperature == 0``, greedy).
+        ``seed`` is the sampling key (unused when ``temperature == 0``, greedy). Special-token
+        text in messages is plain text; in a raw prompt too, unless ``allow_special_tokens``
+        (then ``"<|im_start|>"`` in the prompt is the control token).
         """
         if isinstance(messages_or_prompt, str):
             messages, prompt = None, messages_or_prompt
         else:
             messages, prompt = tuple(dict(m) for m in messages_or_prompt), None
+            if allow_special_tokens:
+                raise ConfigError("allow_special_tokens applies to a raw prompt string only; "
+                                  "with messages, control tokens come from the chat template")
         request = InferRequest(agent="generate", index=0, messages=messages, prompt=prompt,
                                max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-                               top_k=top_k, stop=tuple(stop), sampling_key=seed)
+                               top_k=top_k, stop=tuple(stop), sampling_key=seed,
+                               allow_special_tokens=allow_special_tokens)
         [result], stats = self._infer([request], on_token)
         if result.error is not None:
             raise ConfigError(result.error)
@@ -209,18 +218,19 @@ class Engine:
         return Slot(request, prompt, params, self._stream(request), capacity)
 
     def _encode(self, request: InferRequest) -> list[int]:
-        """Prompt token ids. A chat template that writes the BOS token itself does not get a
-        second one from the tokenizer."""
+        """Prompt token ids. Control tokens come only from the chat template (text inside
+        messages is text), or from a raw prompt with ``allow_special_tokens``. A chat template
+        that writes the BOS token itself does not get a second one from the tokenizer."""
         if request.messages is None:
-            ids: list[int] = self._tokenizer.encode(request.prompt or "").ids
-            return ids
+            return self._prompts.encode(request.prompt or "",
+                                        allow_special=request.allow_special_tokens)
         bos, eos = self._special(self.files.config.bos_token_id), self._special(
             next(iter(self.files.config.eos_token_ids), None))
-        text = render_chat(self.files.chat_template, request.messages, bos_token=bos,
-                           eos_token=eos)
-        add_special = not (bos and text.startswith(bos))
-        ids = self._tokenizer.encode(text, add_special_tokens=add_special).ids
-        return ids
+        segments = render_chat_segments(self.files.chat_template, request.messages,
+                                        special=self._prompts.special, bos_token=bos,
+                                        eos_token=eos)
+        starts_with_bos = bool(bos) and bool(segments) and segments[0] == (True, bos)
+        return self._prompts.encode_segments(segments, add_special_tokens=not starts_with_bos)
 
     def _special(self, token_id: int | None) -> str:
         if token_id is None:

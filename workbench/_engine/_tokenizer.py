@@ -4,17 +4,31 @@ Supports byte-level BPE vocabularies (``tokenizer.ggml.model == "gpt2"``) with t
 pre-tokenizer families llama.cpp names in ``tokenizer.ggml.pre``: gpt2/default,
 smollm/starcoder/refact (digits split one by one), llama-bpe/llama3 and qwen2. Other tokenizer
 models (SentencePiece ``llama``, ``t5`` ...) raise :class:`~workbench.errors.ModelLoadError`.
+
+:class:`PromptEncoder` turns prompts into ids so that text never becomes a control token:
+only the chat template's own control tokens (see ``_chat.py``) or an explicit opt-in for a raw
+prompt produce them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+from tokenizers import (
+    AddedToken,
+    Encoding,
+    Regex,
+    Tokenizer,
+    decoders,
+    models,
+    pre_tokenizers,
+    processors,
+)
 
 from workbench.errors import ModelLoadError
 
-__all__ = ["tokenizer_from_metadata"]
+__all__ = ["PromptEncoder", "tokenizer_from_metadata"]
 
 _GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 _LLAMA3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
@@ -84,3 +98,47 @@ def _add_bos(tok: Tokenizer, meta: dict[str, Any], tokens: list[str]) -> None:
         name = tokens[bos]
         tok.post_processor = processors.TemplateProcessing(
             single=f"{name} $A", pair=f"{name} $A {name} $B", special_tokens=[(name, bos)])
+
+
+class PromptEncoder:
+    """Encodes prompts with special-token matching off, except where a control token is meant.
+
+    ``special`` holds the tokenizer's special-token strings (``<|im_start|>``, ...). Plain
+    text, including a special-token string inside it, is encoded as ordinary text pieces;
+    non-special added tokens still match, as they would in any text. Not thread-safe (the
+    engine calls it under its lock).
+    """
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self._text = Tokenizer.from_str(tokenizer.to_str())
+        self._text.encode_special_tokens = True  # special strings are text here
+        self.special = frozenset(t.content for t in tokenizer.get_added_tokens_decoder().values()
+                                 if t.special)
+
+    def encode(self, text: str, *, allow_special: bool = False,
+               add_special_tokens: bool = True) -> list[int]:
+        """Ids of a raw prompt; ``allow_special`` lets special-token strings in it become
+        control tokens. ``add_special_tokens``: the tokenizer's BOS/EOS post-processing."""
+        tok = self.tokenizer if allow_special else self._text
+        ids: list[int] = tok.encode(text, add_special_tokens=add_special_tokens).ids
+        return ids
+
+    def encode_segments(self, segments: Sequence[tuple[bool, str]], *,
+                        add_special_tokens: bool = True) -> list[int]:
+        """Ids of (is control token, text) segments: each control segment is exactly one
+        special token, each text segment is encoded as text."""
+        parts: list[Encoding] = []
+        for control, text in segments:
+            if control:
+                if text not in self.special:
+                    raise ValueError(f"{text!r} is not a special token of this tokenizer")
+                part = self.tokenizer.encode(text, add_special_tokens=False)
+            else:
+                part = self._text.encode(text, add_special_tokens=False)
+            parts.append(part)
+        if not parts:
+            return self.encode("", add_special_tokens=add_special_tokens)
+        merged = Encoding.merge(parts, growing_offsets=True)
+        ids: list[int] = self.tokenizer.post_process(merged, None, add_special_tokens).ids
+        return ids
