@@ -74,7 +74,7 @@ def wide_exact_model(tmp_path_factory: pytest.TempPathFactory) -> ModelFiles:
 
 def test_exact_variant_is_decoded_with_a_padding_row(wide_exact_model: ModelFiles) -> None:
     with Engine(wide_exact_model, threads=1) as engine:
-        assert engine._session.layout.min_decode_rows == 2
+        assert engine.describe()["min_decode_rows"] == 2
         for seed in range(5):
             assert_batch_invariant(engine, prompt_set(3000 + seed, max_tokens=12))
 

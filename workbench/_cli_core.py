@@ -82,6 +82,10 @@ def _inspect(args: argparse.Namespace) -> int:
     print(f"journal  {journal.path}  ({journal.end} bytes, {len(records)} records)")
     print(f"seed {h['seed']}  policy {h['policy']['name']}  steps {steps}  "
           f"model {engine.get('model', '-')}  provider {engine.get('provider', '-')}")
+    cpu = engine.get("cpu")
+    if isinstance(cpu, dict):
+        print(f"cpu {cpu.get('arch', '?')}  kernel path {cpu.get('isa', '?')}  "
+              f"features {' '.join(cpu.get('features', [])) or '-'}")
     if h.get("parent"):
         print(f"forked from {h['parent']['journal']} at step {h['parent']['step']}")
     if journal.torn_bytes:
@@ -113,6 +117,12 @@ def _doctor(args: argparse.Namespace) -> int:
         print(f"  device       {ort.get_device()}")
     except ImportError:
         pass
+    from workbench._engine._cpu import cpu_info
+
+    cpu = cpu_info()
+    features = cpu["features"] if isinstance(cpu["features"], list) else []
+    print(f"  cpu          {cpu['arch']}: {' '.join(map(str, features)) or '-'}")
+    print(f"  cpu kernels  onnxruntime (MLAS) path {cpu['isa']}")
     from workbench._wasm._build import toolchains
 
     for language, found in toolchains(Path("examples/agents")).items():

@@ -12,13 +12,16 @@ and present, so onnxruntime writes new keys in place and nothing is copied per s
 * Decode: one ``[rows, 1]`` step for all active sequences, in agent order, with a
   right-padded mask as wide as the longest row (attention never looks past it). A sequence that
   finishes leaves the batch: the rows behind it move up (one copy per finished sequence).
-* Batching does not change a sequence's tokens: every operator of the graph computes each row
-  on its own, which ``tests/test_engine_batching.py`` checks token for token. Graphs whose
-  kernels round a lone row differently (``GraphLayout.min_decode_rows == 2``) are decoded with
-  a padding row when one sequence is left.
+* Batching does not change a sequence's tokens. Every operator of the graph computes each
+  row on its own, except that onnxruntime's MatMulNBits takes a separate kernel for a single
+  row, which rounds differently on some instruction sets (see docs/engine.md). So decode steps
+  always run at least ``min_rows`` rows (default 2): when fewer sequences are active, padding
+  rows fill the batch. ``tests/test_engine_batching.py`` checks batched against solo decoding
+  token for token, natively and under emulated instruction sets.
 
 Graphs without a shared buffer (exported by other tools) decode each sequence alone with a
-growing cache: slower, and trivially batch-independent.
+growing cache, fed as ``min_rows`` identical rows so that they take the same kernels as the
+shared-buffer path: slower, and trivially batch-independent.
 
 A session failure raises :class:`ProviderRunError` out of :func:`run_group`; the engine then
 switches provider and runs the group again from its start.
@@ -82,15 +85,18 @@ class _Context:
     eos: frozenset[int]
     on_token: TokenCallback | None
     prefill_chunk: int | None
+    min_rows: int
     stats: DecodeStats
 
 
 def run_group(session: EngineSession, slots: Sequence[Slot], *, eos: Sequence[int],
-              on_token: TokenCallback | None = None, prefill_chunk: int | None = None
-              ) -> DecodeStats:
+              on_token: TokenCallback | None = None, prefill_chunk: int | None = None,
+              min_rows: int = 2) -> DecodeStats:
     """Generate for every slot (at most the engine's max_batch), filling their tokens,
-    text and finish reason. Raises :class:`ProviderRunError` when the session fails."""
-    ctx = _Context(session, frozenset(eos), on_token, prefill_chunk, DecodeStats())
+    text and finish reason. Decode steps run at least ``min_rows`` rows (padding rows fill
+    in; 1 is faster but not batch-invariant on every CPU). Raises :class:`ProviderRunError`
+    when the session fails."""
+    ctx = _Context(session, frozenset(eos), on_token, prefill_chunk, min_rows, DecodeStats())
     if session.layout.shared_kv:
         _SharedKvGroup(ctx, slots).run()
     else:
@@ -134,7 +140,7 @@ class _SharedKvGroup:
         self.layout = layout
         self.rows: list[Slot] = list(slots)
         width = max(s.capacity for s in slots)
-        height = max(len(slots), layout.min_decode_rows)
+        height = max(len(slots), ctx.min_rows)
         shape = (height, layout.kv_heads, width, layout.head_dim)
         self.kv = [np.zeros(shape, layout.kv_dtype) for _ in range(2 * layout.num_layers)]
         self.width = width
@@ -205,7 +211,7 @@ class _SharedKvGroup:
     def _pad(self, n: int) -> int:
         """Rows to run for ``n`` sequences: padding rows hold one token at slot 0, which
         each step overwrites (their logits are ignored)."""
-        height = max(n, self.layout.min_decode_rows)
+        height = max(n, self.ctx.min_rows)
         self.ids[n:height] = 0
         self.lengths[n:height] = 0
         return height
@@ -248,7 +254,8 @@ def _run_growing(ctx: _Context, slot: Slot) -> None:
     feed = np.asarray(slot.prompt, np.int64)[None, :]
     started = time.perf_counter()
     while True:
-        logits, past = _growing_step(ctx.session, layout, feed, past, slot.length)
+        rows = 1 if slot.length == 0 else ctx.min_rows  # prefill alone, as the shared path
+        logits, past = _growing_step(ctx.session, layout, feed, past, slot.length, rows)
         slot.length += feed.shape[1]
         now = time.perf_counter()
         if feed.shape[1] == len(slot.prompt) and not slot.tokens:
@@ -266,19 +273,23 @@ def _run_growing(ctx: _Context, slot: Slot) -> None:
 
 
 def _growing_step(session: EngineSession, layout: GraphLayout, ids: npt.NDArray[np.int64],
-                  past: list[npt.NDArray[Any]], length: int
+                  past: list[npt.NDArray[Any]], length: int, rows: int
                   ) -> tuple[npt.NDArray[np.float32], list[npt.NDArray[Any]]]:
+    """One pass over ``ids`` [1, S], fed as ``rows`` identical rows; returns the last
+    position's logits and the first row's cache."""
     total = length + ids.shape[1]
     names = ["logits"]
-    feeds: dict[str, npt.NDArray[Any]] = {"input_ids": ids,
-                                          "attention_mask": np.ones((1, total), np.int64)}
+    feeds: dict[str, npt.NDArray[Any]] = {"input_ids": np.repeat(ids, rows, axis=0),
+                                          "attention_mask": np.ones((rows, total), np.int64)}
     if layout.has_position_ids:
-        feeds["position_ids"] = np.arange(length, total, dtype=np.int64)[None, :]
+        positions = np.arange(length, total, dtype=np.int64)[None, :]
+        feeds["position_ids"] = np.repeat(positions, rows, axis=0)
     for j, buf in enumerate(past):
         layer, part = divmod(j, 2)
         kind = ("key", "value")[part]
-        feeds[f"past_key_values.{layer}.{kind}"] = buf
+        feeds[f"past_key_values.{layer}.{kind}"] = np.repeat(buf, rows, axis=0)
         names.append(f"present.{layer}.{kind}")
     outputs = session.run_plain(names, feeds)
-    return outputs[0][0, -1].astype(np.float32), list(outputs[1:1 + len(past)])
+    return (outputs[0][0, -1].astype(np.float32),
+            [np.ascontiguousarray(p[:1]) for p in outputs[1:1 + len(past)]])
 

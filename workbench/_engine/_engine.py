@@ -22,6 +22,7 @@ from tokenizers import Tokenizer
 from .._types import JSON, InferRequest, InferResult, TokenCallback
 from ..errors import ConfigError, ModelLoadError, RunClosed
 from ._chat import render_chat_segments
+from ._cpu import cpu_info
 from ._decode import DecodeStats, Slot, run_group
 from ._model import ModelFiles
 from ._providers import EventCallback, SessionOpener, candidate_providers, default_opener
@@ -71,22 +72,28 @@ class Engine:
     or :class:`ModelFiles`. ``providers`` is the order to try (default: every provider this
     onnxruntime build offers, GPU first); ``strict_provider=True`` raises
     :class:`~workbench.errors.ProviderError` instead of falling back. ``threads`` is the fixed
-    intra-op thread count and ``prefill_chunk`` (None: one pass) the prefill split; both are
-    part of :meth:`describe` because results depend on them. ``on_event(kind, data)`` receives
-    warnings such as ``provider_fallback``; ``opener`` opens sessions (a seam for tests that
-    inject provider failures). Raises :class:`ModelLoadError` for a model that
-    cannot be loaded and :class:`ConfigError` for impossible settings.
+    intra-op thread count and ``prefill_chunk`` (None: one pass) the prefill split.
+    ``min_decode_rows`` (default 2) pads every decode step to at least that many rows, which
+    keeps a sequence's tokens independent of its batch on every CPU; 1 is faster for a lone
+    sequence but lets onnxruntime's one-row kernels round differently (docs/engine.md). All
+    three are part of :meth:`describe` because results depend on them.
+    ``on_event(kind, data)`` receives warnings such as ``provider_fallback``; ``opener``
+    opens sessions (a seam for tests that inject provider failures). Raises
+    :class:`ModelLoadError` for a model that cannot be loaded and :class:`ConfigError` for
+    impossible settings.
     """
 
     def __init__(self, model: str | Path | ModelFiles = DEFAULT_MODEL, *,
                  providers: Sequence[str] | None = None, strict_provider: bool = False,
                  threads: int = 2, max_batch: int = 8, variant: str | None = None,
-                 prefill_chunk: int | None = None, on_event: EventCallback | None = None,
+                 prefill_chunk: int | None = None, min_decode_rows: int = 2,
+                 on_event: EventCallback | None = None,
                  opener: SessionOpener = default_opener) -> None:
-        _check_settings(threads, max_batch, prefill_chunk)
+        _check_settings(threads, max_batch, prefill_chunk, min_decode_rows)
         started = time.perf_counter()
         self.files = model if isinstance(model, ModelFiles) else _resolve(model, variant)
         self.threads, self.max_batch, self.prefill_chunk = threads, max_batch, prefill_chunk
+        self.min_decode_rows = min_decode_rows
         self.strict_provider = strict_provider
         self._on_event = on_event
         self._tokenizer = _load_tokenizer(self.files)
@@ -109,13 +116,16 @@ class Engine:
         return self._last_provider if self._closed else self._session.provider
 
     def describe(self) -> dict[str, JSON]:
-        """Model id and hash, variant, provider and the settings results depend on."""
+        """Model id and hash, variant, provider, the settings results depend on, and the CPU
+        (its instruction sets decide onnxruntime's kernels, see :func:`cpu_info`)."""
         return {
             "engine": "workbench-onnx", "model": self.files.model_id,
             "model_hash": self.files.model_hash, "variant": self.files.variant,
             "provider": self.provider, "threads": self.threads, "max_batch": self.max_batch,
-            "prefill_chunk": self.prefill_chunk, "onnxruntime": ort.__version__,
+            "prefill_chunk": self.prefill_chunk, "min_decode_rows": self.min_decode_rows,
+            "onnxruntime": ort.__version__,
             "kv_cache": "shared" if self._session.layout.shared_kv else "growing",
+            "cpu": cpu_info(),
         }
 
     def infer_batch(self, requests: Sequence[InferRequest],
@@ -247,7 +257,8 @@ class Engine:
         while True:
             try:
                 stats = run_group(self._session, slots, eos=self.files.config.eos_token_ids,
-                                  on_token=on_token, prefill_chunk=self.prefill_chunk)
+                                  on_token=on_token, prefill_chunk=self.prefill_chunk,
+                                  min_rows=self.min_decode_rows)
             except ProviderRunError as exc:
                 self._session.fall_back(exc)
                 self._emit("stream_restart", {"agents": [s.request.agent for s in slots],
@@ -264,13 +275,17 @@ class Engine:
                 self._on_event(kind, data)
 
 
-def _check_settings(threads: int, max_batch: int, prefill_chunk: int | None) -> None:
+def _check_settings(threads: int, max_batch: int, prefill_chunk: int | None,
+                    min_decode_rows: int) -> None:
     if not 1 <= threads <= 1024:
         raise ConfigError(f"threads must be between 1 and 1024, got {threads}")
     if not 1 <= max_batch <= MAX_BATCH_LIMIT:
         raise ConfigError(f"max_batch must be between 1 and {MAX_BATCH_LIMIT}, got {max_batch}")
     if prefill_chunk is not None and prefill_chunk < 1:
         raise ConfigError(f"prefill_chunk must be None or >= 1, got {prefill_chunk}")
+    if not 1 <= min_decode_rows <= MAX_BATCH_LIMIT:
+        raise ConfigError(f"min_decode_rows must be between 1 and {MAX_BATCH_LIMIT}, got "
+                          f"{min_decode_rows} (2 keeps tokens independent of the batch)")
 
 
 def _resolve(model: str | Path, variant: str | None) -> ModelFiles:

@@ -50,7 +50,6 @@ class GraphLayout:
     vocab_size: int
     has_position_ids: bool
     shared_kv: bool
-    min_decode_rows: int = 1
 
 
 def session_options(threads: int) -> ort.SessionOptions:
@@ -65,10 +64,10 @@ def session_options(threads: int) -> ort.SessionOptions:
 
 
 def inspect_layout(session: OrtSession, onnx_path: Path, vocab_hint: int | None,
-                   scan: tuple[bool, bool] | None = None) -> GraphLayout:
+                   gqa: bool | None = None) -> GraphLayout:
     """Read the inputs/outputs of ``session``. Raises :class:`ModelLoadError` when the graph
     does not follow the decoder contract (input_ids, attention_mask, past/present pairs).
-    ``scan`` is :func:`scan_graph`'s answer when the caller already has it."""
+    ``gqa`` is :func:`scan_graph`'s answer when the caller already has it."""
     inputs = {i.name: i for i in session.get_inputs()}
     outputs = {o.name: o for o in session.get_outputs()}
     missing = [n for n in ("input_ids", "attention_mask") if n not in inputs]
@@ -92,28 +91,19 @@ def inspect_layout(session: OrtSession, onnx_path: Path, vocab_hint: int | None,
     dtype = _DTYPES.get(past.type)
     if dtype is None:
         raise ModelLoadError(str(onnx_path), f"unsupported KV cache type {past.type}")
-    gqa, one_row_differs = scan if scan is not None else scan_graph(onnx_path)
+    shared = gqa if gqa is not None else scan_graph(onnx_path)
     return GraphLayout(layers, kv_heads, head_dim, dtype, vocab, "position_ids" in inputs,
-                       gqa, 2 if one_row_differs else 1)
+                       shared)
 
 
-def scan_graph(onnx_path: Path) -> tuple[bool, bool]:
-    """(attention is GroupQueryAttention, a one-row MatMulNBits rounds differently).
+def scan_graph(onnx_path: Path) -> bool:
+    """Whether attention is GroupQueryAttention (a KV buffer bound as past and present).
 
-    onnxruntime's MatMulNBits with fp32 activations (accuracy_level 0) takes a different
-    kernel for a single row than for several, so a sequence decoded alone would differ in the
-    last bits from the same sequence in a batch. Decoding such graphs with at least two rows
-    (a padding row) keeps every row on the same kernel. Parses the whole graph (weights that
-    are inside it too), so call it before opening a session to keep peak memory down.
+    Parses the whole graph (weights that are inside it too), so call it before opening a
+    session to keep peak memory down.
     """
     model = onnx.load(str(onnx_path), load_external_data=False)
-    gqa = one_row = False
-    for node in model.graph.node:
-        gqa = gqa or node.op_type == "GroupQueryAttention"
-        if node.op_type == "MatMulNBits":
-            level = next((a.i for a in node.attribute if a.name == "accuracy_level"), 0)
-            one_row = one_row or level == 0
-    return gqa, one_row
+    return any(node.op_type == "GroupQueryAttention" for node in model.graph.node)
 
 
 class EngineSession:
@@ -123,14 +113,14 @@ class EngineSession:
                  strict: bool, opener: SessionOpener, on_event: EventCallback | None,
                  vocab_hint: int | None = None) -> None:
         self.threads = threads
-        scan = scan_graph(onnx_path)  # before the session: the parsed graph is freed first
+        gqa = scan_graph(onnx_path)  # before the session: the parsed graph is freed first
 
         def options_for() -> ort.SessionOptions:
             return session_options(threads)
 
         self._chain = ProviderChain(onnx_path, options_for, candidates, strict=strict,
                                     opener=opener, on_event=on_event)
-        self.layout = inspect_layout(self._chain.current.session, onnx_path, vocab_hint, scan)
+        self.layout = inspect_layout(self._chain.current.session, onnx_path, vocab_hint, gqa)
 
     @property
     def provider(self) -> str:
