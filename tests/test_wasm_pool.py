@@ -18,7 +18,13 @@ from workbench._wasm import _worker
 from workbench._wasm._frames import FrameReader, FrameWriter, Kind, pack, unpack
 from workbench._wasm._local import LocalWasmExecutor
 from workbench._wasm._pool import PooledWasmExecutor, WorkerPool
-from workbench.errors import CapabilityError, FrameTooLarge, InvalidModule, RunClosed
+from workbench.errors import (
+    CapabilityError,
+    ConfigError,
+    FrameTooLarge,
+    InvalidModule,
+    RunClosed,
+)
 from workbench.testing import FakeEngine
 
 WAIT_S = 30.0  # an upper bound on waits that only a broken pool would reach
@@ -260,12 +266,17 @@ def test_frames_round_trip_and_are_bounded() -> None:
         assert FrameReader(b).read() is None  # end of stream
 
 
-def test_too_large_step_input_is_refused_before_sending(cache: Path) -> None:
+def test_too_large_step_input_is_a_limit_fault_before_sending(cache: Path) -> None:
     with WorkerPool(1, cache_dir=cache, max_frame=4096) as pool:
-        a = pool.executor(counter_wasm(), name="a", capabilities=CAPS)
+        with pytest.raises(ConfigError, match="max_input_bytes"):
+            pool.executor(counter_wasm(), name="a", capabilities=CAPS)
+        a = pool.executor(counter_wasm(), name="a", capabilities=CAPS,
+                          limits=Limits(max_input_bytes=3000))
         host: HostCalls = _Host()
-        with pytest.raises(FrameTooLarge):
-            a.step(StepRequest("a", 0, "x" * 5000, ()), host)
+        result = a.step(StepRequest("a", 0, "x" * 5000, ()), host)
+        assert result.fault is not None and result.fault.kind == "limit"
+        assert dict(result.fault.data) == {"limit": "max_input_bytes", "value": 5044,
+                                           "max": 3000}
         assert a.step(StepRequest("a", 0, 1, ()), host).fault is None
 
 

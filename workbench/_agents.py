@@ -70,17 +70,21 @@ def stored_module(journal: str | Path, sha256: str) -> Path:
 
 
 def make_executor(name: str, agent: Any, *, limits: Limits, capabilities: tuple[str, ...],
-                  workers: int | None) -> Executor:
-    """An executor for ``agent`` (see the module docstring). Raises ConfigError/InvalidModule."""
+                  workers: int | None, wall_clock: bool = True) -> Executor:
+    """An executor for ``agent`` (see the module docstring). Raises ConfigError/InvalidModule.
+
+    ``wall_clock=False`` (replay) runs WebAssembly steps without the ``timeout_s`` backstop:
+    fuel alone bounds them, so a step that completed once completes again on any machine.
+    """
     if is_wasm_source(agent):
         module = wasm_bytes(agent)
         if workers == 0:
             from workbench._wasm._local import LocalWasmExecutor
 
             return LocalWasmExecutor(module, name=name, limits=limits,
-                                     capabilities=capabilities)
-        pooled: Executor = shared_pool(workers).executor(module, name=name, limits=limits,
-                                                         capabilities=capabilities)
+                                     capabilities=capabilities, wall_clock=wall_clock)
+        pooled: Executor = shared_pool(workers).executor(
+            module, name=name, limits=limits, capabilities=capabilities, wall_clock=wall_clock)
         return pooled
     if isinstance(agent, Executor):
         return agent

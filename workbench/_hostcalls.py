@@ -207,9 +207,7 @@ class AgentHost:
 
     def log(self, text: str) -> None:
         self._granted("log")
-        text = journal_text(str(text))
-        if len(text) > MAX_LOG_CHARS:
-            text = text[:MAX_LOG_CHARS] + f"... [{len(text) - MAX_LOG_CHARS} chars cut]"
+        text = cut_line(journal_text(str(text)))
         i, done = self._memo("log", text)
         if done is not None:
             return
@@ -272,6 +270,18 @@ class AgentHost:
             if call["fn"] == "infer" and isinstance(res, dict):
                 used += len(res.get("tokens", ()))
         return used
+
+
+def cut_line(text: str) -> str:
+    """``text`` cut to at most MAX_LOG_CHARS characters, marker included. Idempotent: a cut
+    line logged again (replay of a journaled timeout) is kept as it is."""
+    if len(text) <= MAX_LOG_CHARS:
+        return text
+    for digits in range(1, 21):  # the marker's length depends on the number it shows
+        keep = MAX_LOG_CHARS - len("... [ chars cut]") - digits
+        if len(str(len(text) - keep)) == digits:
+            break
+    return text[:keep] + f"... [{len(text) - keep} chars cut]"
 
 
 def journal_text(text: str) -> str:

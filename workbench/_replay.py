@@ -3,11 +3,13 @@
 Agents run again against the journal's inputs; ``infer`` results come from the journal (no
 model needed); every record the re-execution produces is compared with the journaled one.
 The first difference raises :class:`~workbench.errors.NondeterminismError` naming the step,
-the agent and the field.
+the agent and the field. Steps run without the wall-clock backstop, and a journaled
+``timeout`` fault is taken as given (see ``_TimeoutsAsGiven``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,7 +23,16 @@ from workbench._journal import JOURNAL_VERSION, Record, read_journal
 from workbench._policy import policy_from_json
 from workbench._scheduler import AgentSlot, Scheduler, StepReport
 from workbench._state import RunState, apply
-from workbench._types import JSON, Limits
+from workbench._types import (
+    JSON,
+    AgentIdentity,
+    Executor,
+    Fault,
+    HostCalls,
+    Limits,
+    StepRequest,
+    StepResult,
+)
 from workbench.errors import AgentFault, ConfigError, JournalCorrupt, NondeterminismError
 
 _FIELD_ORDER = ("k", "t", "a", "run", "cursor", "inbox", "i", "fn", "req", "res", "fault",
@@ -94,7 +105,8 @@ def replay(path: str | os.PathLike[str], *, agents: Mapping[str, Any] | None = N
         raise ConfigError(f"journal {str(path)!r} has format version {header.get('v')!r}; this "
                           f"workbench replays version {JOURNAL_VERSION}: use the workbench "
                           "version that wrote it")
-    slots, changed = _slots(header, Path(path), dict(agents or {}), workers)
+    slots, changed = _slots(header, Path(path), dict(agents or {}), workers,
+                            _given_timeouts(records))
     order = [s.name for s in slots]
     state = RunState.initial(order, {s.name: s.initial_state for s in slots})
     calls = _index_calls(records)
@@ -168,8 +180,9 @@ def _committed(records: list[Record]) -> list[Record]:
     return records[:last]
 
 
-def _slots(header: Record, journal: Path, given: dict[str, Any],
-           workers: int | None) -> tuple[list[AgentSlot], list[str]]:
+def _slots(header: Record, journal: Path, given: dict[str, Any], workers: int | None,
+           timeouts: Mapping[str, dict[int, _GivenTimeout]],
+           ) -> tuple[list[AgentSlot], list[str]]:
     slots, changed = [], []
     for spec in header["agents"]:
         name, ident = spec["name"], spec["id"]
@@ -177,15 +190,86 @@ def _slots(header: Record, journal: Path, given: dict[str, Any],
         code = given.pop(name, None)
         if code is None:
             code = _module_for(name, ident, journal)
-        executor = make_executor(name, code, limits=limits, capabilities=tuple(spec["caps"]),
-                                 workers=workers)
+        executor: Executor = make_executor(name, code, limits=limits,
+                                           capabilities=tuple(spec["caps"]), workers=workers,
+                                           wall_clock=False)
         if executor.identity().hash != ident["hash"]:
             changed.append(name)
+        if name in timeouts:
+            executor = _TimeoutsAsGiven(executor, timeouts[name])
         slots.append(AgentSlot(name, executor, spec["state"], tuple(spec["caps"]), limits,
                                spec["on_fault"]))
     if given:
         raise ConfigError(f"replay(agents=...) names agents not in the journal: {sorted(given)}")
     return slots, changed
+
+
+# --- wall-clock timeouts: taken as given ----------------------------------------------------
+#
+# A step's wall-clock backstop (``Limits.timeout_s``) is not reproducible, so replay runs
+# every step without it (fuel alone bounds a step, and a step that completed once completes
+# again, however slow the machine) and takes each journaled ``timeout`` fault as given: the
+# agent is not run at that step; the host calls it had made before the backstop fired are
+# made again in their journaled order (so their records and the agent's counters match) and
+# the journaled fault is returned.
+
+
+@dataclass(frozen=True)
+class _GivenTimeout:
+    fault: Fault
+    calls: list[Record]
+
+
+def _given_timeouts(records: list[Record]) -> dict[str, dict[int, _GivenTimeout]]:
+    """agent -> step -> the journaled timeout fault and host calls of that step."""
+    calls: dict[tuple[int, str], list[Record]] = {}
+    given: dict[str, dict[int, _GivenTimeout]] = {}
+    for r in records:
+        if r["k"] == "call":
+            calls.setdefault((r["t"], r["a"]), []).append(r)
+        elif r["k"] == "agent" and isinstance(r["fault"], dict) \
+                and r["fault"].get("kind") == "timeout":
+            f = r["fault"]
+            given.setdefault(r["a"], {})[r["t"]] = _GivenTimeout(
+                Fault(str(f["kind"]), str(f["detail"]), dict(f.get("data") or {})),
+                calls.get((r["t"], r["a"]), []))
+    return given
+
+
+class _TimeoutsAsGiven:
+    """An executor that replays the journaled timeouts of one agent instead of running it."""
+
+    def __init__(self, inner: Executor, timeouts: Mapping[int, _GivenTimeout]) -> None:
+        self._inner = inner
+        self._timeouts = timeouts
+
+    def identity(self) -> AgentIdentity:
+        return self._inner.identity()
+
+    def step(self, request: StepRequest, host: HostCalls) -> StepResult:
+        given = self._timeouts.get(request.step)
+        if given is None:
+            return self._inner.step(request, host)
+        for call in given.calls:
+            _call_again(call, host)
+        return StepResult(state=None, fault=given.fault)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def _call_again(call: Record, host: HostCalls) -> None:
+    """Make a journaled host call again (infer is served from the journal in replay)."""
+    fn, req = call["fn"], call.get("req")
+    if fn == "log":
+        host.log(str(req))
+    elif fn == "random":
+        host.random()
+    elif fn == "now":
+        host.now()
+    elif fn == "infer":
+        with contextlib.suppress(ValueError):  # a refused request is refused again
+            host.infer(req if isinstance(req, dict) else {})
 
 
 def _module_for(name: str, ident: Mapping[str, Any], journal: Path) -> Path:

@@ -7,6 +7,7 @@ plain, immutable and JSON-shaped so it can be journaled, sent over a pipe and co
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
@@ -54,12 +55,18 @@ class Outgoing:
     payload: JSON
 
 
+MAX_INPUT_BYTES_CEILING = 128 * 1024 * 1024
+"""Largest ``Limits.max_input_bytes`` accepted: a step's input must fit one worker frame."""
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Per-agent limits. Every breach is a journaled fault at the same step on every replay.
 
-    ``fuel`` and ``memory_bytes`` apply to WebAssembly agents; ``timeout_s`` is a wall-clock
-    backstop only (a timeout is reported, but is by nature not reproducible).
+    ``fuel``, ``memory_bytes`` and ``max_input_bytes`` apply to WebAssembly agents.
+    ``max_input_bytes`` bounds the step input (state plus inbox, as canonical JSON), checked
+    before the step is dispatched to any executor. ``timeout_s`` is a wall-clock backstop
+    only: a timeout is journaled, and replay takes it as given (see docs/abi.md).
     ``max_messages`` bounds the messages an agent sends, and receives, per step;
     ``max_queued`` bounds the messages waiting for it: a sender whose message would overflow
     it gets a ``limit`` fault instead of the message being lost.
@@ -74,22 +81,33 @@ class Limits:
     max_tokens_per_step: int = 4096
     max_tokens_per_run: int = 1_000_000
     timeout_s: float = 10.0
+    max_input_bytes: int = 16 * 1024 * 1024
 
     def __post_init__(self) -> None:
-        """Raises ConfigError naming the first limit that is not a positive number."""
+        """Raises ConfigError naming the first limit that is out of range."""
         for name, value in self.to_json().items():
+            if name == "timeout_s":
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"Limits({name}={value!r}) must be a positive integer")
-        if not self.timeout_s > 0:
-            raise ConfigError(f"Limits(timeout_s={self.timeout_s!r}) must be positive")
+        timeout = self.timeout_s
+        if (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                or not 0 < timeout < math.inf):
+            raise ConfigError(f"Limits(timeout_s={timeout!r}) must be a positive, finite "
+                              "number of seconds")
+        if self.max_input_bytes > MAX_INPUT_BYTES_CEILING:
+            raise ConfigError(f"Limits(max_input_bytes={self.max_input_bytes}) must be at "
+                              f"most {MAX_INPUT_BYTES_CEILING}, what one worker frame holds")
 
     def to_json(self) -> dict[str, JSON]:
+        """Every limit, as the journal header records it (replay rebuilds them from this)."""
         return {
             "fuel": self.fuel, "memory_bytes": self.memory_bytes,
             "max_state_bytes": self.max_state_bytes, "max_output_bytes": self.max_output_bytes,
             "max_messages": self.max_messages, "max_queued": self.max_queued,
             "max_tokens_per_step": self.max_tokens_per_step,
             "max_tokens_per_run": self.max_tokens_per_run,
+            "timeout_s": float(self.timeout_s), "max_input_bytes": self.max_input_bytes,
         }
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "decode_output",
     "encode_input",
     "fault",
+    "input_fault",
     "outcome_to_result",
     "parse_json",
 ]
@@ -103,6 +104,20 @@ def encode_input(request: StepRequest) -> bytes:
     plain JSON; the run validates both before they get here.
     """
     return _canonical(request.to_json())
+
+
+def input_fault(input_json: bytes, limits: Limits) -> Fault | None:
+    """The ``limit`` fault of a step input over ``limits.max_input_bytes``, else None.
+
+    Every executor checks this before dispatching a step, so an input too large for the
+    guest (or for a worker frame) is the same journaled fault whatever runs the agent.
+    """
+    size, most = len(input_json), limits.max_input_bytes
+    if size <= most:
+        return None
+    return fault("limit", f"the step input (state and inbox) is {size} bytes, over the "
+                 f"limit of {most}; send fewer or smaller messages, or raise "
+                 "Limits(max_input_bytes=...)", limit="max_input_bytes", value=size, max=most)
 
 
 def outcome_to_result(outcome: StepOutcome, *, max_output_bytes: int) -> StepResult:

@@ -40,6 +40,8 @@ __all__ = [
 MAX_RANDOM_GET_BYTES = 256
 """Largest WASI random_get buffer (as getentropy); larger requests get EINVAL."""
 WASI = "wasi_snapshot_preview1"
+NO_DEADLINE_TICKS = 1 << 48
+"""The epoch deadline of a step run without a wall-clock backstop (centuries of ticks)."""
 U64 = (1 << 64) - 1
 _T = TypeVar("_T")
 _ERRNO_FAULT, _ERRNO_INVAL, _ERRNO_NOTSUP = 21, 28, 58
@@ -98,8 +100,8 @@ class Stop(Exception):
 class GuestStep:
     """The state of one running step, reachable from host functions via a thread-local."""
 
-    def __init__(self, store: wasmtime.Store, host: GuestHost, *, fuel: int, timeout_s: float,
-                 tick_s: float) -> None:
+    def __init__(self, store: wasmtime.Store, host: GuestHost, *, fuel: int,
+                 timeout_s: float | None, tick_s: float) -> None:
         self.store = store
         self.host = host
         self.fuel = fuel
@@ -138,7 +140,11 @@ class GuestStep:
     # -- the wall-clock backstop
 
     def arm_deadline(self) -> None:
-        """Deadline = the guest time left; time spent in host calls does not count."""
+        """Deadline = the guest time left; time spent in host calls does not count. Without
+        a ``timeout_s`` (replay) the deadline is out of reach: fuel alone bounds the step."""
+        if self.timeout_s is None:
+            self.store.set_epoch_deadline(NO_DEADLINE_TICKS)
+            return
         guest_seconds = time.monotonic() - self.started - self.host_seconds
         left = max(0.0, self.timeout_s - guest_seconds)
         self.store.set_epoch_deadline(math.ceil(left / self.tick_s) + 1)

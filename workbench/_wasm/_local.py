@@ -19,6 +19,7 @@ from workbench._wasm._abi import (
     HostCallsAdapter,
     agent_identity,
     encode_input,
+    input_fault,
     outcome_to_result,
 )
 from workbench._wasm._sandbox import CompiledAgent, compile_module, run_step
@@ -66,15 +67,17 @@ class LocalWasmExecutor:
     Compiles at construction: raises ConfigError (missing file, unknown capability),
     InvalidModule (bad module, bad WAT) or CapabilityError (an ungranted import). ``step`` is
     safe to call from several threads; guest faults come back as ``StepResult.fault``.
+    ``wall_clock=False`` runs steps without the ``timeout_s`` backstop (replay does).
     """
 
     def __init__(self, source: str | Path | bytes, *, name: str, limits: Limits | None = None,
                  capabilities: tuple[str, ...] = HOST_CALLS,
-                 cache_dir: Path | str | None = None) -> None:
+                 cache_dir: Path | str | None = None, wall_clock: bool = True) -> None:
         wasm, label = load_wasm(source)
         self.name = name
         self.limits = limits if limits is not None else Limits()
         self.capabilities = tuple(capabilities)
+        self._timeout_s = self.limits.timeout_s if wall_clock else None
         self._agent: CompiledAgent = compile_module(
             wasm, source=label, capabilities=self.capabilities, cache_dir=cache_dir)
         self._closed = threading.Event()
@@ -92,9 +95,13 @@ class LocalWasmExecutor:
         if self._closed.is_set():
             raise RunClosed(f"executor of agent {self.name!r}")
         limits = self.limits
-        outcome = run_step(self._agent, encode_input(request), HostCallsAdapter(host),
+        input_json = encode_input(request)
+        too_large = input_fault(input_json, limits)
+        if too_large is not None:
+            return StepResult(state=None, fault=too_large)
+        outcome = run_step(self._agent, input_json, HostCallsAdapter(host),
                            fuel=limits.fuel, memory_bytes=limits.memory_bytes,
-                           timeout_s=limits.timeout_s, max_output_bytes=limits.max_output_bytes)
+                           timeout_s=self._timeout_s, max_output_bytes=limits.max_output_bytes)
         return outcome_to_result(outcome, max_output_bytes=limits.max_output_bytes)
 
     def close(self) -> None:

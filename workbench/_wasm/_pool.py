@@ -71,6 +71,8 @@ COMPILE_TIMEOUT_S = 120.0
 STEP_GRACE_S = 60.0
 """A worker silent for ``2 * timeout_s + STEP_GRACE_S`` during a step (no host call, no
 result) is killed; the sandbox's own deadline normally ends a step long before."""
+_STEP_META_ROOM = 1024
+"""Room in a STEP frame for its meta (agent id and limits) beside the step input."""
 MAX_REPLACE_TRIES = 5
 """Replacement workers started in a row (each dying while loading) before giving up."""
 _REAP_WAIT_S = 10.0
@@ -372,13 +374,21 @@ class WorkerPool:
             raise
 
     def executor(self, source: str | Path | bytes, *, name: str, limits: Limits | None = None,
-                 capabilities: tuple[str, ...] = HOST_CALLS) -> PooledWasmExecutor:
+                 capabilities: tuple[str, ...] = HOST_CALLS,
+                 wall_clock: bool = True) -> PooledWasmExecutor:
         """Load an agent module (wasm bytes, or a .wasm/.wat path) into a worker.
 
+        ``wall_clock=False`` runs its steps without the ``timeout_s`` backstop (replay).
         Raises InvalidModule/CapabilityError (bad module, or one that crashes or hangs the
-        compiler), ConfigError (missing file, full pool), RunClosed (pool closed).
+        compiler), ConfigError (missing file, full pool, a ``max_input_bytes`` larger than
+        the pool's frames), RunClosed (pool closed).
         """
         self._check_open()
+        limits = limits or Limits()
+        if limits.max_input_bytes + _STEP_META_ROOM > self._max_frame:
+            raise ConfigError(f"Limits(max_input_bytes={limits.max_input_bytes}) does not fit "
+                              f"this pool's frames of {self._max_frame} bytes; lower it or "
+                              "use a larger WorkerPool(max_frame=...)")
         unknown = sorted(set(capabilities) - set(HOST_CALLS))
         if unknown:
             raise ConfigError(f"unknown capabilities {unknown}; ABI v1 has {list(HOST_CALLS)}")
@@ -397,8 +407,8 @@ class WorkerPool:
         except BaseException:
             self._release_bytes(sha)
             raise
-        return PooledWasmExecutor(self, slot, agent, name, sha, limits or Limits(),
-                                  capabilities)
+        return PooledWasmExecutor(self, slot, agent, name, sha, limits, capabilities,
+                                  wall_clock)
 
     @property
     def size(self) -> int:
@@ -515,7 +525,8 @@ class PooledWasmExecutor:
     """
 
     def __init__(self, pool: WorkerPool, slot: _Slot, agent: int, name: str, sha256: str,
-                 limits: Limits, capabilities: tuple[str, ...]) -> None:
+                 limits: Limits, capabilities: tuple[str, ...], wall_clock: bool = True
+                 ) -> None:
         self._pool = pool
         self._slot = slot
         self._agent = agent
@@ -524,8 +535,10 @@ class PooledWasmExecutor:
         self.capabilities = capabilities
         self._hash = sha256
         self._meta = {"agent": agent, "fuel": limits.fuel, "memory_bytes": limits.memory_bytes,
-                      "timeout_s": limits.timeout_s,
+                      "timeout_s": limits.timeout_s if wall_clock else None,
                       "max_output_bytes": limits.max_output_bytes}
+        # A worker silent this long during a step is killed (None: replay, fuel bounds it).
+        self._silence_s = 2 * limits.timeout_s + STEP_GRACE_S if wall_clock else None
         self._closed = False
 
     def identity(self) -> AgentIdentity:
@@ -539,7 +552,11 @@ class PooledWasmExecutor:
         if self._closed:
             raise RunClosed(f"executor of agent {self.name!r}")
         self._pool._check_open()
-        payload = pack(self._meta, _abi.encode_input(request))
+        input_json = _abi.encode_input(request)
+        too_large = _abi.input_fault(input_json, self.limits)
+        if too_large is not None:
+            return StepResult(state=None, fault=too_large)
+        payload = pack(self._meta, input_json)
         outcome = self._attempt(self._slot.live(), payload, host)
         crashes = 0
         while isinstance(outcome, _Died):
@@ -577,7 +594,7 @@ class PooledWasmExecutor:
             conn.send(Kind.STEP, rid, payload)
             while True:
                 try:
-                    item = inbox.get(timeout=2 * self.limits.timeout_s + STEP_GRACE_S)
+                    item = inbox.get(timeout=self._silence_s)
                 except queue.Empty:
                     conn.kill()  # the worker went silent: treat it as a crash
                     continue

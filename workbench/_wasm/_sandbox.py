@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import math
 import os
 import threading
 import time
@@ -326,19 +327,20 @@ def _link(module: wasmtime.Module, source: str, granted: tuple[str, ...],
 
 
 def run_step(agent: CompiledAgent, input_json: bytes, host: GuestHost, *, fuel: int,
-             memory_bytes: int, timeout_s: float, max_output_bytes: int) -> StepOutcome:
+             memory_bytes: int, timeout_s: float | None, max_output_bytes: int) -> StepOutcome:
     """Run one step of ``agent`` in a fresh instance and report what happened.
 
     Guest faults (out of fuel, memory limit, trap, timeout, output too large or out of
     bounds) come back as ``StepOutcome.fault``; the output bytes are not decoded here (see
-    :func:`~workbench._wasm._abi.outcome_to_result`). Raises only what ``host`` raised (the
-    guest is stopped first) and ValueError for out-of-range limits. Safe to call from
-    several threads at once.
+    :func:`~workbench._wasm._abi.outcome_to_result`). ``timeout_s=None`` runs without the
+    wall-clock backstop (replay: fuel alone bounds the step). Raises only what ``host``
+    raised (the guest is stopped first) and ValueError for out-of-range limits. Safe to call
+    from several threads at once.
     """
-    if not (0 < fuel < 1 << 63 and memory_bytes > 0 and timeout_s > 0
-            and max_output_bytes >= 0):
+    if not (0 < fuel < 1 << 63 and memory_bytes > 0 and max_output_bytes >= 0
+            and (timeout_s is None or 0 < timeout_s < math.inf)):
         raise ValueError(f"bad limits: fuel={fuel} (1 to 2**63 - 1), memory_bytes="
-                         f"{memory_bytes}, timeout_s={timeout_s} (positive), "
+                         f"{memory_bytes}, timeout_s={timeout_s} (positive or None), "
                          f"max_output_bytes={max_output_bytes} (0 or more)")
     state = _state()
     store = wasmtime.Store(state.engine)

@@ -253,10 +253,15 @@ def _run_step(agent: Any, input_json: bytes, host: _ForwardingHost,
     Raises HostCallFailed if a host call failed in the kernel."""
     outcome = _sandbox.run_step(
         agent, input_json, host, fuel=int(limits["fuel"]),
-        memory_bytes=int(limits["memory_bytes"]), timeout_s=float(limits["timeout_s"]),
+        memory_bytes=int(limits["memory_bytes"]), timeout_s=_seconds(limits["timeout_s"]),
         max_output_bytes=int(limits["max_output_bytes"]))
     if outcome.fault is not None:
         return Kind.FAULT, outcome.fault.to_json(), b""
     fields = {"fuel_consumed": outcome.fuel_consumed, "memory_size": outcome.memory_size,
               "memory_at_limit": outcome.memory_at_limit, "host_calls": outcome.host_calls}
     return Kind.RESULT, fields, outcome.output or b""
+
+
+def _seconds(value: Any) -> float | None:
+    """The step's wall-clock backstop from its STEP meta; None runs without one (replay)."""
+    return None if value is None else float(value)
