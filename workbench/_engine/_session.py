@@ -80,9 +80,9 @@ def inspect_layout(session: OrtSession, onnx_path: Path, vocab_hint: int | None,
         raise ModelLoadError(str(onnx_path), "past_key_values.{i}.key|value inputs are "
                              "missing or incomplete")
     past = inputs["past_key_values.0.key"]
-    kv_heads, head_dim = past.shape[1], past.shape[3]
-    if not (isinstance(kv_heads, int) and isinstance(head_dim, int)):
-        raise ModelLoadError(str(onnx_path), "past_key_values need fixed kv_heads/head_dim")
+    from ._model import kv_cache_dims  # a symbolic head size comes from the folder's config
+
+    kv_heads, head_dim = kv_cache_dims(past.shape, onnx_path)
     vocab = outputs["logits"].shape[-1]
     if not isinstance(vocab, int):
         if vocab_hint is None:

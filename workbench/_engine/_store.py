@@ -31,7 +31,15 @@ from tqdm import tqdm
 
 from workbench._cachedir import cache_root
 from workbench._engine._convert import DEFAULT_VARIANT, VARIANTS, file_sha256, variant_hash
-from workbench._engine._model import MANIFEST, ModelConfig, ModelFiles, read_manifest
+from workbench._engine._model import (
+    MANIFEST,
+    ModelConfig,
+    ModelFiles,
+    config_kv_dims,
+    export_chat_template,
+    export_config,
+    read_manifest,
+)
 from workbench._engine._validate import DEFAULT_MEMORY_BYTES, Validator
 from workbench.errors import ConfigError, ModelLoadError
 
@@ -223,31 +231,35 @@ def load_onnx_folder(folder: Path, *, cache_dir: Path | None = None,
     """ModelFiles for a decoder exported by another tool (onnxruntime-genai, optimum).
 
     Needs exactly one ``*.onnx`` (or ``model.onnx``) and a ``tokenizer.json``; reads shapes
-    from the graph and the rest from genai_config.json / config.json /
-    tokenizer_config.json when present. The graph is checked in a child process once per
-    content hash. Raises ModelLoadError.
+    from the graph (a symbolic KV head size from the config) and the rest from
+    config.json / generation_config.json / genai_config.json (:func:`export_config`), the
+    chat template from chat_template.jinja or tokenizer_config.json
+    (:func:`export_chat_template`). The graph is checked in a child process once per content
+    hash. Raises ModelLoadError.
     """
     onnx_path = _single_onnx(folder)
     tokenizer = folder / "tokenizer.json"
     if not tokenizer.is_file():
         raise ModelLoadError(str(folder), "no tokenizer.json next to the ONNX graph")
     sha, info = _checked(onnx_path, tokenizer, cache_root(cache_dir), timeout_s)
-    hf = {**_json(folder / "config.json"), **_genai(folder / "genai_config.json")}
-    template = _json(folder / "tokenizer_config.json").get("chat_template")
     return ModelFiles(model_id=folder.name, model_hash=sha, folder=folder, onnx_path=onnx_path,
-                      tokenizer_path=tokenizer,
-                      chat_template=template if isinstance(template, str) else None,
-                      config=_onnx_config(info, hf), variant="onnx")
+                      tokenizer_path=tokenizer, chat_template=export_chat_template(folder),
+                      config=_onnx_config(info, export_config(folder)), variant="onnx")
 
 
 def _checked(onnx_path: Path, tokenizer: Path, root: Path,
              timeout_s: float = 120.0) -> tuple[str, dict[str, Any]]:
-    """(content hash, I/O summary) of a graph, checked in a child once per content hash."""
+    """(content hash, I/O summary) of a graph, checked in a child once per content hash.
+
+    The hash covers the graph, its external weights (``model.onnx.data``, ``model.onnx_data``)
+    and the tokenizer. The check's answer also depends on the KV sizes the config states (for
+    a graph whose head size is symbolic), so those are part of the check's cache key."""
     digest = hashlib.sha256()
-    for part in (onnx_path, tokenizer):
+    for part in (onnx_path, *_weight_files(onnx_path), tokenizer):
         digest.update(file_sha256(part).encode())
     sha = digest.hexdigest()
-    marker = root / "checked" / f"{sha}.json"
+    kv_heads, head_dim = config_kv_dims(onnx_path.parent)
+    marker = root / "checked" / f"{sha}-kv{kv_heads or 0}x{head_dim or 0}.json"
     if marker.is_file():
         info: dict[str, Any] = json.loads(marker.read_text())
         return sha, info
@@ -261,6 +273,12 @@ def _checked(onnx_path: Path, tokenizer: Path, root: Path,
     return sha, info
 
 
+def _weight_files(onnx_path: Path) -> list[Path]:
+    """External weight files named after the graph, as exporters write them."""
+    return sorted(p for p in onnx_path.parent.glob(f"{onnx_path.name}?data")
+                  if p.is_file())
+
+
 def _single_onnx(folder: Path) -> Path:
     if (folder / "model.onnx").is_file():
         return folder / "model.onnx"
@@ -270,37 +288,13 @@ def _single_onnx(folder: Path) -> Path:
     return graphs[0]
 
 
-def _json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(str(path), f"not valid JSON ({exc})") from exc
-    return data if isinstance(data, dict) else {}
-
-
-def _genai(path: Path) -> dict[str, Any]:
-    """genai_config.json's fields under config.json's names."""
-    model = _json(path).get("model", {})
-    decoder = model.get("decoder", {}) if isinstance(model, dict) else {}
-    if not isinstance(decoder, dict):
-        return {}
-    out = {"num_hidden_layers": decoder.get("num_hidden_layers"),
-           "hidden_size": decoder.get("hidden_size"),
-           "num_attention_heads": decoder.get("num_attention_heads"),
-           "num_key_value_heads": decoder.get("num_key_value_heads"),
-           "max_position_embeddings": model.get("context_length"),
-           "vocab_size": model.get("vocab_size"), "bos_token_id": model.get("bos_token_id"),
-           "eos_token_id": model.get("eos_token_id")}
-    return {k: v for k, v in out.items() if v is not None}
-
-
 def _onnx_config(info: dict[str, Any], hf: dict[str, Any]) -> ModelConfig:
     def num(key: str, default: Any) -> Any:
         value = hf.get(key, default)
         return value if isinstance(value, int | float) and not isinstance(value, bool) \
             else default
 
-    eos = hf.get("eos_token_id")
+    eos = hf.get("eos_token_id")  # generation_config.json's when it has one
     eos_ids = tuple(e for e in (eos if isinstance(eos, list) else [eos]) if isinstance(e, int))
     heads = num("num_attention_heads", info["kv_heads"])
     context = int(num("max_position_embeddings", 2048))

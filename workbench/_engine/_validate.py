@@ -10,7 +10,8 @@ many jobs (start-up, about a second, is paid once).
 ONNX checks, in order: external-data locations must stay inside the model's folder (no
 absolute paths, no ``..``, no symlinks out); the graph must have ``input_ids``,
 ``attention_mask`` and matching ``past_key_values.{i}.key|value`` / ``present.{i}.key|value``
-and ``logits``; ORT must build a CPU session; one token must run.
+and ``logits`` (a symbolic KV head size is read from the folder's config, see
+``_model.kv_cache_dims``); ORT must build a CPU session; one token must run.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from workbench._engine._model import kv_cache_dims
 from workbench.errors import ModelLoadError
 
 __all__ = ["DEFAULT_MEMORY_BYTES", "DEFAULT_TIMEOUT_S", "Validator", "check_onnx_file"]
@@ -212,12 +214,9 @@ def _io_summary(model: Any, path: Path) -> dict[str, Any]:
     if layers == 0:
         raise ModelLoadError(str(path), "no past_key_values.{i}.key inputs: the decode loop "
                                         "needs a model exported with a KV cache")
-    past = _dims(inputs[f"{PAST}0.key"])
-    if len(past) != 4 or not all(isinstance(d, int) and d > 0 for d in (past[1], past[3])):
-        raise ModelLoadError(str(path), f"past_key_values.0.key has shape {past}; expected "
-                                        "[batch, kv_heads, past, head_dim] with fixed heads")
+    kv_heads, head_dim = kv_cache_dims(_dims(inputs[f"{PAST}0.key"]), path)
     elem = inputs[f"{PAST}0.key"].type.tensor_type.elem_type
-    return {"layers": layers, "kv_heads": past[1], "head_dim": past[3],
+    return {"layers": layers, "kv_heads": kv_heads, "head_dim": head_dim,
             "position_ids": "position_ids" in inputs, "kv_dtype": int(elem),
             "vocab": None}  # filled in by the smoke run
 
