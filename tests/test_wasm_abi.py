@@ -71,7 +71,7 @@ def test_output_at_exactly_the_limit_passes() -> None:
     assert decode(raw, max_output_bytes=len(raw)).fault is None
     result = decode(raw, max_output_bytes=len(raw) - 1)
     assert result.fault == Fault("limit", result.fault.detail, {
-        "limit": "max_output_bytes", "size": len(raw), "max": len(raw) - 1})
+        "limit": "max_output_bytes", "value": len(raw), "max": len(raw) - 1})
 
 
 # --- output: every malformation is a typed fault ------------------------------------------

@@ -8,13 +8,25 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import workbench as wb
-from tests.wasm_helpers import agent_wat, wasm
-from tests.wasm_hostile import HANG, calls, faults, siblings, team
+from tests.wasm_helpers import agent_wat, compile_wat, output_json, run, wasm
+from tests.wasm_hostile import (
+    HOSTILE,
+    SIBLINGS,
+    SMALL_MEMORY,
+    Hostile,
+    calls,
+    faults,
+    siblings,
+    team,
+)
+from workbench._agents import shared_pool
 from workbench._wasm import _sandbox
+from workbench.errors import InvalidModule
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +40,9 @@ def control(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, object]]
 
 def test_a_journaled_timeout_replays_as_given(tmp_path: Path,
                                               control: list[dict[str, object]]) -> None:
-    path = team(tmp_path / "j.wbj", HANG, workers=1)
+    path = team(tmp_path / "j.wbj", HOSTILE["hang"], workers=1)
     assert [f["kind"] for f in faults(path)] == ["timeout"]
-    assert faults(path)[0]["data"] == HANG.data
+    assert faults(path)[0]["data"] == {"timeout_s": 0.3}
     assert [c["fn"] for c in calls(path)] == ["log", "random"]
     assert siblings(path) == control
     header = wb.read_journal(path).records[0]
@@ -79,3 +91,117 @@ def test_a_clean_step_replays_even_when_replay_runs_past_the_timeout(tmp_path: P
             report = armed.step()
         assert report is not None and report.faults["spin"].kind == "timeout"
         assert wb.replay(path).steps == 1  # ... but replay runs it with fuel as its only bound
+
+
+# --- every hostile agent: its fault, its siblings, replay, one journal, bounded memory -------
+
+
+def _kib(pid: int | str, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise LookupError(f"no {field} in /proc/{pid}/status")
+
+
+@contextmanager
+def peak_rss(pids: list[int | str]) -> Iterator[dict[int | str, int]]:
+    """Peak resident memory (bytes) of each process while the block runs (Linux: the peak
+    is reset through /proc/PID/clear_refs first, then read from VmHWM)."""
+    for pid in pids:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    peaks: dict[int | str, int] = {}
+    yield peaks
+    peaks.update({pid: _kib(pid, "VmHWM") * 1024 for pid in pids})
+
+
+BASE_RSS = 96 << 20
+"""Documented bound (docs/abi.md, Resident memory): over what it held before, a process
+hosting a team peaks under this plus the memory limits of the agents it runs."""
+
+
+def _team_memory(bad: Hostile) -> int:
+    others = SIBLINGS + bad.senders
+    return others * SMALL_MEMORY + bad.limits.get("memory_bytes", wb.Limits().memory_bytes)
+
+
+def _check_fault(got: list[dict[str, Any]], bad: Hostile) -> None:
+    if bad.kind is None:
+        assert got == []
+        return
+    assert [f["kind"] for f in got] == [bad.kind]
+    data = got[0]["data"]
+    if bad.kind == "limit":
+        assert set(data) == {"limit", "value", "max"}
+    for key, want in bad.data.items():
+        if want is None:
+            assert data[key] > data["max"]
+        else:
+            assert data[key] == want, key
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_agent(name: str, tmp_path: Path, control: list[dict[str, object]]) -> None:
+    """The documented fault, siblings unchanged, replay passing, the same journal bytes
+    in-process and in the worker pool, and peak resident memory under the bound."""
+    bad = HOSTILE[name]
+    journals = {}
+    for workers in (0, 1):
+        workers_pids = shared_pool(1).pids() if workers else []
+        before = _kib("self", "VmRSS") * 1024
+        with peak_rss(["self", *workers_pids]) as peaks:
+            path = team(tmp_path / f"workers{workers}.wbj", bad, workers=workers)
+        journals[workers] = path.read_bytes()
+        in_kernel = 0 if workers else _team_memory(bad)
+        assert peaks["self"] - before < BASE_RSS + in_kernel, "kernel peak RSS"
+        for pid in workers_pids:
+            assert peaks[pid] < BASE_RSS + _team_memory(bad), "worker peak RSS"
+    assert journals[0] == journals[1], "the journal depends on the executor"
+    _check_fault([f for f in faults(path) if f is not None], bad)
+    assert siblings(path) == control
+    wb.replay(path)
+
+
+# --- which WebAssembly proposals a module may use (docs/abi.md) -------------------------------
+
+_MEMORY = '(memory (export "memory") 1)'
+PROPOSALS_ON = {
+    "tail calls": agent_wat("(call $f)", extra="(func $f (return_call $g)) (func $g)"),
+    "extended constants": agent_wat(
+        "", extra="(global $g i32 (i32.add (i32.const 1) (i32.const 2)))"),
+    "SIMD": agent_wat("(drop (i32x4.extract_lane 0 (v128.const i32x4 1 2 3 4)))"),
+    "bulk memory": agent_wat("(memory.fill (i32.const 0) (i32.const 0) (i32.const 4))"),
+    "multi-value": agent_wat("(drop (drop (call $f)))",
+                             extra="(func $f (result i32 i32) (i32.const 1) (i32.const 2))"),
+    "reference types (funcref tables)": agent_wat(
+        "(drop (table.grow $t (ref.null func) (i32.const 1)))", extra="(table $t 1 funcref)"),
+    "sign extension": agent_wat("(drop (i32.extend8_s (i32.const 255)))"),
+    "saturating float to int": agent_wat("(drop (i32.trunc_sat_f32_s (f32.const 1e30)))"),
+}
+PROPOSALS_OFF = {
+    "multi-memory": agent_wat("", extra="(memory $m2 1)"),
+    "threads": agent_wat("").replace(_MEMORY, '(memory (export "memory") 1 1 shared)'),
+    "memory64": agent_wat("").replace(_MEMORY, '(memory (export "memory") i64 1)'),
+    "custom page sizes": agent_wat("").replace(_MEMORY,
+                                                '(memory (export "memory") 1 (pagesize 1))'),
+    "relaxed SIMD": agent_wat(
+        "(drop (i32x4.relaxed_trunc_f32x4_s (v128.const i32x4 1 2 3 4)))"),
+    "exceptions": agent_wat("(try_table (throw $e))", extra="(tag $e)"),
+    "GC": agent_wat("", extra="(type $s (struct (field i32))) "
+                    "(func $f (drop (struct.new $s (i32.const 1))))"),
+    "function references": agent_wat("", extra="(type $t (func)) (func $f (param (ref $t)))"),
+    "externref (needs GC support)": agent_wat("", extra="(table $t 1 externref)"),
+    "wide arithmetic": agent_wat("(drop (drop (i64.add128 (i64.const 1) (i64.const 1) "
+                                 "(i64.const 1) (i64.const 1))))"),
+}
+
+
+@pytest.mark.parametrize("proposal", sorted(PROPOSALS_ON))
+def test_a_module_using_an_enabled_proposal_loads_and_runs(proposal: str) -> None:
+    agent = compile_wat(PROPOSALS_ON[proposal])
+    assert output_json(run(agent)) == {"state": "ok", "status": "idle"}
+
+
+@pytest.mark.parametrize("proposal", sorted(PROPOSALS_OFF))
+def test_a_module_using_a_disabled_proposal_is_invalid(proposal: str) -> None:
+    with pytest.raises(InvalidModule, match="does not validate"):
+        compile_wat(PROPOSALS_OFF[proposal])

@@ -288,7 +288,7 @@ def test_output_limit_is_exact() -> None:
     agent = compile_wat(agent_wat())
     assert run(agent, max_output_bytes=len(OK_OUTPUT)).fault is None
     kind, data = fault_of(run(agent, max_output_bytes=len(OK_OUTPUT) - 1))
-    assert kind == "limit" and data == {"limit": "max_output_bytes", "size": len(OK_OUTPUT),
+    assert kind == "limit" and data == {"limit": "max_output_bytes", "value": len(OK_OUTPUT),
                                         "max": len(OK_OUTPUT) - 1}
 
 

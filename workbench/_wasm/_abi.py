@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from workbench._hostcalls import MAX_CALLS_PER_STEP
 from workbench._types import (
     JSON,
     AgentIdentity,
@@ -31,6 +32,9 @@ __all__ = [
     "ABI_VERSION",
     "MAX_HOSTCALL_BYTES",
     "MAX_HOST_CALLS",
+    "MAX_INFER_CALLS",
+    "MAX_LOG_BYTES",
+    "MAX_STEP_HOSTCALL_BYTES",
     "GuestHost",
     "HostCallsAdapter",
     "StepOutcome",
@@ -39,15 +43,24 @@ __all__ = [
     "encode_input",
     "fault",
     "input_fault",
+    "limit_fault",
     "outcome_to_result",
+    "output_too_large",
     "parse_json",
 ]
 
 ABI_VERSION = 1
 MAX_HOSTCALL_BYTES = 1 << 20
 """Largest host-call payload: an infer request or result, a log line."""
-MAX_HOST_CALLS = 10_000
-"""Host calls one guest may make in one step; the next one ends the step with a limit fault."""
+MAX_HOST_CALLS = MAX_CALLS_PER_STEP
+"""Host calls one guest may make in one step; the next one ends the step with a limit fault.
+The run's host counts the same calls against the same number, so it never refuses first."""
+MAX_STEP_HOSTCALL_BYTES = 16 << 20
+"""Host-call payload bytes (infer requests and results, log lines) copied in one step."""
+MAX_LOG_BYTES = 256 << 10
+"""Log bytes (the lengths passed to ``log``) one step may write: bounds journal growth."""
+MAX_INFER_CALLS = 256
+"""``infer`` calls in one step: each holds the step's inference barrier once."""
 MAX_JSON_DEPTH = 256
 """Deepest nesting of arrays/objects accepted in guest output."""
 
@@ -97,6 +110,11 @@ def fault(kind: str, detail: str, **data: JSON) -> Fault:
     return Fault(kind=kind, detail=detail, data=data)
 
 
+def limit_fault(limit: str, value: int, most: int, detail: str) -> Fault:
+    """A ``limit`` fault: every one carries ``{"limit", "value", "max"}``."""
+    return fault("limit", detail, limit=limit, value=value, max=most)
+
+
 def encode_input(request: StepRequest) -> bytes:
     """The canonical JSON bytes of a step's input.
 
@@ -115,9 +133,10 @@ def input_fault(input_json: bytes, limits: Limits) -> Fault | None:
     size, most = len(input_json), limits.max_input_bytes
     if size <= most:
         return None
-    return fault("limit", f"the step input (state and inbox) is {size} bytes, over the "
-                 f"limit of {most}; send fewer or smaller messages, or raise "
-                 "Limits(max_input_bytes=...)", limit="max_input_bytes", value=size, max=most)
+    return limit_fault("max_input_bytes", size, most,
+                       f"the step input (state and inbox) is {size} bytes, over the limit of "
+                       f"{most}; send fewer or smaller messages, or raise "
+                       "Limits(max_input_bytes=...)")
 
 
 def outcome_to_result(outcome: StepOutcome, *, max_output_bytes: int) -> StepResult:
@@ -142,13 +161,17 @@ def decode_output(raw: bytes, *, max_output_bytes: int) -> StepResult:
     deeper than MAX_JSON_DEPTH, or not the ABI v1 shape).
     """
     if len(raw) > max_output_bytes:
-        return _failed(fault("limit", f"output is {len(raw)} bytes, over the limit of "
-                             f"{max_output_bytes}; raise max_output_bytes or send less",
-                             limit="max_output_bytes", size=len(raw), max=max_output_bytes))
+        return _failed(output_too_large(len(raw), max_output_bytes))
     try:
         return _to_result(_parse(raw))
     except _Malformed as exc:
         return _failed(_malformed(str(exc)))
+
+
+def output_too_large(size: int, max_output_bytes: int) -> Fault:
+    return limit_fault("max_output_bytes", size, max_output_bytes,
+                       f"output is {size} bytes, over the limit of {max_output_bytes}; raise "
+                       "Limits(max_output_bytes=...) or send less")
 
 
 class _Malformed(ValueError):

@@ -20,7 +20,16 @@ from typing import Any, TypeVar
 import wasmtime
 
 from workbench._types import Fault
-from workbench._wasm._abi import MAX_HOST_CALLS, MAX_HOSTCALL_BYTES, GuestHost, fault
+from workbench._wasm._abi import (
+    MAX_HOST_CALLS,
+    MAX_HOSTCALL_BYTES,
+    MAX_INFER_CALLS,
+    MAX_LOG_BYTES,
+    MAX_STEP_HOSTCALL_BYTES,
+    GuestHost,
+    fault,
+    limit_fault,
+)
 
 __all__ = [
     "HOST_SIGS",
@@ -110,6 +119,9 @@ class GuestStep:
         self.started = time.monotonic()
         self.host_seconds = 0.0
         self.calls = 0
+        self.infers = 0
+        self.payload_bytes = 0
+        self.log_bytes = 0
         self.memory: wasmtime.Memory | None = None
         self.alloc: wasmtime.Func | None = None
         self.stopped: Fault | None = None
@@ -149,9 +161,45 @@ class GuestStep:
         left = max(0.0, self.timeout_s - guest_seconds)
         self.store.set_epoch_deadline(math.ceil(left / self.tick_s) + 1)
 
-    def call_host(self, fn: Callable[..., _T], *args: Any) -> _T:
-        """Call the host; the time it takes does not count against the guest's deadline,
-        which is re-armed before the guest runs again (even inside this host function)."""
+    # -- what host calls cost: counted against the step's bounds (docs/abi.md, Limits)
+
+    def count_calls(self, n: int) -> None:
+        """Count ``n`` host calls; Stop past MAX_HOST_CALLS (before the host is reached)."""
+        self.calls += n
+        if self.calls > MAX_HOST_CALLS:
+            raise Stop(limit_fault("max_host_calls", self.calls, MAX_HOST_CALLS,
+                                   f"the agent made more than {MAX_HOST_CALLS} host calls in "
+                                   "one step; do less per step"))
+
+    def count_bytes(self, n: int) -> None:
+        """Count ``n`` payload bytes copied; Stop past MAX_STEP_HOSTCALL_BYTES."""
+        self.payload_bytes += n
+        if self.payload_bytes > MAX_STEP_HOSTCALL_BYTES:
+            raise Stop(limit_fault("max_step_hostcall_bytes", self.payload_bytes,
+                                   MAX_STEP_HOSTCALL_BYTES,
+                                   f"host calls copied over {MAX_STEP_HOSTCALL_BYTES} bytes "
+                                   "in one step; send less through infer and log"))
+
+    def count_log(self, n: int) -> None:
+        """Count a log line of ``n`` bytes; Stop past MAX_LOG_BYTES."""
+        self.log_bytes += n
+        if self.log_bytes > MAX_LOG_BYTES:
+            raise Stop(limit_fault("max_log_bytes", self.log_bytes, MAX_LOG_BYTES,
+                                   f"the agent logged over {MAX_LOG_BYTES} bytes in one step; "
+                                   "log less"))
+
+    def count_infer(self) -> None:
+        """Count an infer call; Stop past MAX_INFER_CALLS."""
+        self.infers += 1
+        if self.infers > MAX_INFER_CALLS:
+            raise Stop(limit_fault("max_infer_calls", self.infers, MAX_INFER_CALLS,
+                                   f"the agent called infer more than {MAX_INFER_CALLS} times "
+                                   "in one step; batch its requests or spread them over steps"))
+
+    def wait_host(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Call the host and wait (an infer at the barrier); the wait does not count against
+        the guest's deadline, which is re-armed before the guest runs again (even inside
+        this host function). Other host calls run on the guest's clock."""
         started = time.monotonic()
         try:
             return fn(*args)
@@ -171,11 +219,16 @@ class GuestStep:
     def memory_size(self) -> int:
         return self.memory.data_len(self.store) if self.memory is not None else 0
 
-    def read(self, ptr: int, length: int, what: str) -> bytes:
+    def read(self, ptr: int, length: int, what: str, *, log: bool = False) -> bytes:
+        """Copy a host-call payload out of guest memory, once it is counted (as a ``log``
+        line too, if ``log``). Raises Stop past a limit or outside memory."""
         if length > MAX_HOSTCALL_BYTES:
-            raise Stop(fault("limit", f"{what} is {length} bytes, over the host-call limit "
-                              f"of {MAX_HOSTCALL_BYTES}", limit="max_hostcall_bytes",
-                              size=length, max=MAX_HOSTCALL_BYTES))
+            raise Stop(limit_fault("max_hostcall_bytes", length, MAX_HOSTCALL_BYTES,
+                                   f"{what} is {length} bytes, over the host-call limit of "
+                                   f"{MAX_HOSTCALL_BYTES}"))
+        if log:
+            self.count_log(length)
+        self.count_bytes(length)
         memory = self.mem()
         size = memory.data_len(self.store)
         if ptr + length > size:
@@ -237,11 +290,7 @@ def _host_function(default: int | None) -> Callable[[Callable[..., int | None]],
             if step is None or step.halted:
                 return default
             try:
-                step.calls += 1
-                if step.calls > MAX_HOST_CALLS:
-                    raise Stop(fault("limit", f"more than {MAX_HOST_CALLS} host calls in "
-                                      "one step", limit="max_host_calls",
-                                      size=step.calls, max=MAX_HOST_CALLS))
+                step.count_calls(1)
                 return impl(step, *args)
             except Stop as stop:
                 step.stop(stop.fault)
@@ -268,38 +317,42 @@ def _pack(ptr: int, length: int) -> int:
 
 @_host_function(default=0)
 def _host_infer(step: GuestStep, ptr: int, length: int) -> int:
+    step.count_infer()
     request = step.read(ptr & 0xFFFFFFFF, length & 0xFFFFFFFF, "the host.infer request")
-    result = bytes(step.call_host(step.host.infer, request))
+    result = bytes(step.wait_host(step.host.infer, request))
     if len(result) > MAX_HOSTCALL_BYTES:
         result = b'{"error":"the inference result is over the host-call limit of 1 MiB"}'
+    step.count_bytes(len(result))
     out = step.deliver(result, "the host.infer result")
     return _pack(out, len(result)) if out else 0
 
 
 @_host_function(default=None)
 def _host_log(step: GuestStep, ptr: int, length: int) -> None:
-    text = step.read(ptr & 0xFFFFFFFF, length & 0xFFFFFFFF, "the host.log line")
-    step.call_host(step.host.log, text)
+    text = step.read(ptr & 0xFFFFFFFF, length & 0xFFFFFFFF, "the host.log line", log=True)
+    step.host.log(text)
     return None
 
 
 @_host_function(default=0)
 def _host_random(step: GuestStep) -> int:
-    return _to_i64(step.call_host(step.host.random))
+    return _to_i64(step.host.random())
 
 
 @_host_function(default=0)
 def _host_now(step: GuestStep) -> int:
-    return _to_i64(step.call_host(step.host.now))
+    return _to_i64(step.host.now())
 
 
 @_host_function(default=_ERRNO_FAULT)
 def _wasi_random_get(step: GuestStep, ptr: int, length: int) -> int:
+    """Each 8 bytes are one host.random call, counted (all of them) before any is made."""
     ptr, length = ptr & 0xFFFFFFFF, length & 0xFFFFFFFF
     if length > MAX_RANDOM_GET_BYTES:
         return _ERRNO_INVAL
-    words = [step.call_host(step.host.random) & U64 for _ in range((length + 7) // 8)]
-    step.calls += max(0, len(words) - 1)
+    count = (length + 7) // 8
+    step.count_calls(max(0, count - 1))  # this call itself was counted as one
+    words = [step.host.random() & U64 for _ in range(count)]
     data = b"".join(struct.pack("<Q", w) for w in words)[:length]
     return 0 if step.write(ptr, data) else _ERRNO_FAULT
 
@@ -308,7 +361,7 @@ def _wasi_random_get(step: GuestStep, ptr: int, length: int) -> int:
 def _wasi_clock_time_get(step: GuestStep, clock_id: int, precision: int, ptr: int) -> int:
     if not 0 <= clock_id <= 3:
         return _ERRNO_INVAL
-    data = struct.pack("<Q", step.call_host(step.host.now) & U64)
+    data = struct.pack("<Q", step.host.now() & U64)
     return 0 if step.write(ptr & 0xFFFFFFFF, data) else _ERRNO_FAULT
 
 

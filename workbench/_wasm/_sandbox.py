@@ -19,6 +19,7 @@ import hashlib
 import importlib.metadata
 import math
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from typing import Any, TypeVar
 import wasmtime
 
 from workbench._types import HOST_CALLS, Fault
-from workbench._wasm._abi import GuestHost, StepOutcome, fault
+from workbench._wasm._abi import GuestHost, StepOutcome, fault, limit_fault, output_too_large
 from workbench._wasm._cache import ModuleCache, cache_key
 from workbench._wasm._imports import (
     HOST_SIGS,
@@ -47,6 +48,8 @@ from workbench.errors import CapabilityError, ConfigError, InvalidModule
 
 __all__ = [
     "MAX_MODULE_BYTES",
+    "MAX_TABLES",
+    "MAX_TABLE_ELEMENTS",
     "PAGE_BYTES",
     "TICK_S",
     "CompiledAgent",
@@ -58,6 +61,11 @@ __all__ = [
 PAGE_BYTES = 65536
 MAX_MODULE_BYTES = 256 * 1024 * 1024
 """Largest module compile_module accepts."""
+MAX_TABLE_ELEMENTS = 100_000
+"""Elements one table may hold: ``table.grow`` past it returns -1 (as ``memory.grow`` does),
+and a module whose initial table is larger gets a ``limit`` fault. About 8 bytes each."""
+MAX_TABLES = 16
+"""Tables one instance may have (reference types allow several)."""
 TICK_S = 0.005
 """Epoch tick of the wall-clock backstop; a timeout fires within about one tick of its time."""
 
@@ -65,6 +73,7 @@ _ENGINE_SETTINGS: dict[str, Any] = {
     "consume_fuel": True,
     "epoch_interruption": True,
     "cranelift_nan_canonicalization": True,
+    "wasm_multi_memory": False,
     "wasm_relaxed_simd": False,
     "wasm_relaxed_simd_deterministic": True,
     "wasm_threads": False,
@@ -349,7 +358,8 @@ def run_step(agent: CompiledAgent, input_json: bytes, host: GuestHost, *, fuel: 
     try:
         with running(step):
             store.set_fuel(fuel)
-            store.set_limits(memory_size=memory_bytes)
+            store.set_limits(memory_size=memory_bytes, table_elements=MAX_TABLE_ELEMENTS,
+                             instances=1, tables=MAX_TABLES, memories=1)
             step.arm_deadline()
             output, f = _execute(agent, step, input_json, memory_bytes, max_output_bytes)
     finally:
@@ -390,7 +400,16 @@ def _call_step(agent: CompiledAgent, step: GuestStep, input_json: bytes) -> int 
     """
     if agent.uses_wasi:
         step.store.set_wasi(wasmtime.WasiConfig())
-    exports = agent.pre.instantiate(step.store).exports(step.store)
+    try:
+        instance = agent.pre.instantiate(step.store)
+    except wasmtime.Trap:
+        raise
+    except wasmtime.WasmtimeError as exc:
+        over = _table_limit_fault(one_line(str(exc)))
+        if over is None:
+            raise
+        raise Stop(over) from None
+    exports = instance.exports(step.store)
     step.memory = _export(exports, "memory", wasmtime.Memory)
     step.alloc = _export(exports, "alloc", wasmtime.Func)
     if agent.has_initialize:
@@ -403,6 +422,25 @@ def _call_step(agent: CompiledAgent, step: GuestStep, input_json: bytes) -> int 
     return int(_export(exports, "step", wasmtime.Func)(step.store, ptr, len(input_json)))
 
 
+_TABLE_LIMITS = (
+    (re.compile(r"table minimum size of (\d+) elements exceeds table limits"),
+     "max_table_elements", MAX_TABLE_ELEMENTS, "a table of {} elements", "smaller tables"),
+    (re.compile(r"table count too high at (\d+)"), "max_tables", MAX_TABLES, "{} tables",
+     "fewer tables"),
+)
+
+
+def _table_limit_fault(message: str) -> Fault | None:
+    """The ``limit`` fault for an instantiation refused by the store's table limits."""
+    for pattern, limit, most, what, advice in _TABLE_LIMITS:
+        found = pattern.search(message)
+        if found is not None:
+            value = int(found.group(1))
+            return limit_fault(limit, value, most, f"the module needs {what.format(value)}, "
+                               f"over the limit of {most}; declare {advice}")
+    return None
+
+
 def _export(exports: Any, name: str, kind: type[_T]) -> _T:
     item = exports[name]
     assert isinstance(item, kind), f"compile_module checked the export {name!r}"
@@ -413,9 +451,7 @@ def _read_output(step: GuestStep, packed: int, max_output_bytes: int
                  ) -> tuple[bytes | None, Fault | None]:
     ptr, length = packed >> 32, packed & 0xFFFFFFFF
     if length > max_output_bytes:
-        return None, fault("limit", f"output is {length} bytes, over the limit of "
-                           f"{max_output_bytes}; raise max_output_bytes or send less",
-                           limit="max_output_bytes", size=length, max=max_output_bytes)
+        return None, output_too_large(length, max_output_bytes)
     size = step.memory_size()
     if ptr + length > size:
         return None, fault("malformed_output", f"step returned output at {ptr:#x}+{length}, "
