@@ -26,6 +26,7 @@ from tests.wasm_hostile import (
 )
 from workbench._agents import shared_pool
 from workbench._wasm import _sandbox
+from workbench._wasm._pool import WorkerPool
 from workbench.errors import InvalidModule
 
 
@@ -205,3 +206,68 @@ def test_a_module_using_an_enabled_proposal_loads_and_runs(proposal: str) -> Non
 def test_a_module_using_a_disabled_proposal_is_invalid(proposal: str) -> None:
     with pytest.raises(InvalidModule, match="does not validate"):
         compile_wat(PROPOSALS_OFF[proposal])
+
+
+# --- 5. what compiling a module may cost -----------------------------------------------------
+
+
+def _function_body_of(size: int) -> bytes:
+    """A module whose one function body is ``size`` bytes of ``nop`` (checked before any
+    compiling, so it need not be a whole ABI agent)."""
+    body = b"\x00" + b"\x01" * (size - 2) + b"\x0b"  # no locals, nops, end
+    code = _leb(1) + _leb(len(body)) + body
+    return (b"\0asm\x01\x00\x00\x00" + b"\x01\x04\x01\x60\x00\x00" + b"\x03\x02\x01\x00"
+            + b"\x0a" + _leb(len(code)) + code)
+
+
+def _leb(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_function_over_the_size_limit_is_an_invalid_module(workers: int,
+                                                             tmp_path: Path) -> None:
+    assert len(_function_body_of(_sandbox.MAX_FUNCTION_BYTES)) < _sandbox.MAX_MODULE_BYTES
+    with wb.Run(journal=tmp_path / "j.wbj", workers=workers) as run, \
+            pytest.raises(InvalidModule, match=r"function body #0 is 1048577 bytes, over"):
+        run.add_agent("big", _function_body_of(_sandbox.MAX_FUNCTION_BYTES + 1))
+
+
+def test_a_module_over_the_size_limit_is_an_invalid_module(tmp_path: Path) -> None:
+    huge = b"\0asm\x01\x00\x00\x00" + bytes(_sandbox.MAX_MODULE_BYTES)
+    with wb.Run(journal=tmp_path / "j.wbj", workers=1) as run, \
+            pytest.raises(InvalidModule, match=f"over the limit of {_sandbox.MAX_MODULE_BYTES}"):
+        run.add_agent("huge", huge)
+
+
+COMPILE_RSS = 256 << 20
+"""Documented bound (docs/abi.md): compiling a function of MAX_FUNCTION_BYTES peaks its
+process under BASE_RSS plus this."""
+
+
+@pytest.fixture(scope="module")
+def largest_function() -> bytes:
+    """An agent with one costly function just under MAX_FUNCTION_BYTES (about 600,000
+    instructions: some seconds of compiling)."""
+    step = "(local.set $x (i32.add (local.get $x) (i32.const 7)))"
+    body = "(local $x i32)" + step * (_sandbox.MAX_FUNCTION_BYTES // 7 - 100)
+    module = wasm(agent_wat("", extra=f'(func $big (export "big") {body})'))
+    assert _sandbox.MAX_FUNCTION_BYTES * 0.9 < len(module) < _sandbox.MAX_FUNCTION_BYTES
+    return module
+
+
+def test_the_pool_compiles_outside_the_kernel_within_the_bound(largest_function: bytes,
+                                                               tmp_path: Path) -> None:
+    with WorkerPool(1, cache_dir=tmp_path) as pool:
+        pids: list[int | str] = ["self", *pool.pids()]
+        before = _kib("self", "VmRSS") * 1024
+        with peak_rss(pids) as peaks:
+            agent = pool.executor(largest_function, name="big", capabilities=())
+        assert peaks["self"] - before < 32 << 20  # the kernel only held the module's bytes
+        assert peaks[pids[1]] < BASE_RSS + COMPILE_RSS
+        agent.close()

@@ -47,6 +47,7 @@ from workbench._wasm._imports import (
 from workbench.errors import CapabilityError, ConfigError, InvalidModule
 
 __all__ = [
+    "MAX_FUNCTION_BYTES",
     "MAX_MODULE_BYTES",
     "MAX_TABLES",
     "MAX_TABLE_ELEMENTS",
@@ -59,8 +60,12 @@ __all__ = [
 ]
 
 PAGE_BYTES = 65536
-MAX_MODULE_BYTES = 256 * 1024 * 1024
+MAX_MODULE_BYTES = 16 * 1024 * 1024
 """Largest module compile_module accepts."""
+MAX_FUNCTION_BYTES = 1024 * 1024
+"""Largest function body (code bytes) compile_module accepts. Compiling costs about 1.4 s
+and 140 MiB of memory per MiB of one function's code, and large functions cost more than
+linearly, so this bounds what one compile can cost its process."""
 MAX_TABLE_ELEMENTS = 100_000
 """Elements one table may hold: ``table.grow`` past it returns -1 (as ``memory.grow`` does),
 and a module whose initial table is larger gets a ``limit`` fault. About 8 bytes each."""
@@ -204,16 +209,19 @@ def compile_module(wasm: bytes, *, source: str, capabilities: tuple[str, ...],
 
     Raises ConfigError for an unknown capability name; CapabilityError when the module
     imports a host function (or WASI clock/random) it is not granted; InvalidModule when the
-    bytes are not a valid WebAssembly binary, use a disabled feature, miss or mistype an ABI
-    export, or import anything ABI v1 does not provide. ``source`` names the module in
-    messages.
+    bytes are over MAX_MODULE_BYTES, hold a function body over MAX_FUNCTION_BYTES (checked
+    before compiling), are not a valid WebAssembly binary, use a disabled feature, miss or
+    mistype an ABI export, or import anything ABI v1 does not provide. ``source`` names the
+    module in messages.
     """
     granted = _check_capabilities(capabilities)
     if len(wasm) > MAX_MODULE_BYTES:
-        raise InvalidModule(source, f"it is {len(wasm)} bytes, over {MAX_MODULE_BYTES}")
+        raise InvalidModule(source, f"it is {len(wasm)} bytes, over the limit of "
+                            f"{MAX_MODULE_BYTES}")
     if not bytes(wasm[:4]) == b"\0asm":
         raise InvalidModule(source, "it is not a WebAssembly binary (no \\0asm header)")
     wasm = bytes(wasm)
+    _check_function_sizes(wasm, source)
     sha = hashlib.sha256(wasm).hexdigest()
     module = _compile(wasm, sha, source, cache_dir)
     min_memory = _check_exports(module, source)
@@ -221,6 +229,52 @@ def compile_module(wasm: bytes, *, source: str, capabilities: tuple[str, ...],
     pre = _link(module, source, granted, uses_wasi)
     has_init = any(e.name == "_initialize" for e in module.exports)
     return CompiledAgent(source, sha, granted, module, pre, has_init, uses_wasi, min_memory)
+
+
+_CODE_SECTION = 10
+
+
+def _check_function_sizes(wasm: bytes, source: str) -> None:
+    """InvalidModule for a function body over MAX_FUNCTION_BYTES, found before compiling.
+    A malformed binary is left to validation, which says what is wrong with it."""
+    pos = 8  # after the magic number and version
+    while pos < len(wasm):
+        section, (size, pos) = wasm[pos], _leb(wasm, pos + 1)
+        if size is None:
+            return
+        if section == _CODE_SECTION:
+            _check_bodies(wasm, pos, min(pos + size, len(wasm)), source)
+            return
+        pos += size
+
+
+def _check_bodies(wasm: bytes, pos: int, end: int, source: str) -> None:
+    count, pos = _leb(wasm, pos)
+    for index in range(count or 0):
+        if pos >= end:
+            return
+        size, pos = _leb(wasm, pos)
+        if size is None:
+            return
+        if size > MAX_FUNCTION_BYTES:
+            raise InvalidModule(source, f"its function body #{index} is {size} bytes, over "
+                                f"the limit of {MAX_FUNCTION_BYTES} (compiling it would cost "
+                                "too much time and memory); split the function")
+        pos += size
+
+
+def _leb(data: bytes, pos: int) -> tuple[int | None, int]:
+    """An unsigned LEB128 u32 at ``pos``: (value, position after it), or None if malformed."""
+    value = 0
+    for shift in range(0, 35, 7):
+        if pos >= len(data):
+            return None, pos
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+    return None, pos
 
 
 def _check_capabilities(capabilities: tuple[str, ...]) -> tuple[str, ...]:
