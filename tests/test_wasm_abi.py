@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from wasm_helpers import RecordingHostCalls
 
+from workbench._hostcalls import UnreadableRequest
 from workbench._types import Fault, Limits, Message, Outgoing, StepRequest
 from workbench._wasm._abi import (
     ABI_VERSION,
@@ -183,10 +184,15 @@ def test_adapter_round_trips_infer() -> None:
                                            b'{"prompt":"x","stop":' + b"[" * 300 + b"]" * 300
                                            + b"}"])
 def test_adapter_answers_bad_requests_with_an_error(request_bytes: bytes) -> None:
-    calls = RecordingHostCalls()
+    """A bad request reaches the host as unreadable (so the run journals the refusal)."""
+    def refuse(req: object) -> dict[str, object]:
+        assert isinstance(req, UnreadableRequest)
+        raise ValueError(req.reason)
+
+    calls = RecordingHostCalls(refuse)
     reply = json.loads(HostCallsAdapter(calls).infer(request_bytes))
     assert set(reply) == {"error"} and reply["error"].startswith("infer request ")
-    assert calls.calls == []
+    assert [name for name, _ in calls.calls] == ["infer"]
 
 
 def test_adapter_turns_value_error_into_an_error_reply() -> None:

@@ -16,6 +16,7 @@ import workbench as wb
 from tests.wasm_helpers import agent_wat, compile_wat, output_json, run, wasm
 from tests.wasm_hostile import (
     HOSTILE,
+    INFER,
     SIBLINGS,
     SMALL_MEMORY,
     Hostile,
@@ -271,3 +272,19 @@ def test_the_pool_compiles_outside_the_kernel_within_the_bound(largest_function:
         assert peaks["self"] - before < 32 << 20  # the kernel only held the module's bytes
         assert peaks[pids[1]] < BASE_RSS + COMPILE_RSS
         agent.close()
+
+
+# --- a refused infer request is journaled ----------------------------------------------------
+
+
+def test_an_infer_request_that_is_not_json_is_journaled_as_refused(tmp_path: Path) -> None:
+    refused = Hostile(wasm(agent_wat("(drop (call $infer (i32.const 2048) (i32.const 3)))",
+                                     imports=INFER, extra='(data (i32.const 2048) "{x}")')),
+                      None, {}, caps=("infer",))
+    journals = [team(tmp_path / f"{w}.wbj", refused, workers=w).read_bytes() for w in (0, 1)]
+    assert journals[0] == journals[1]
+    path = tmp_path / "1.wbj"
+    [call] = calls(path)
+    assert (call["fn"], call["req"]) == ("infer", None)
+    assert call["res"]["error"].startswith("infer request is not JSON")
+    wb.replay(path)

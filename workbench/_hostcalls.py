@@ -14,7 +14,7 @@ from the journal instead of an engine.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from workbench import _canonical
@@ -218,7 +218,13 @@ class AgentHost:
         """Generate text. Raises ValueError for a malformed request (journaled as such),
         CapabilityError if not granted, EngineFailure if the engine itself failed."""
         self._granted("infer")
-        req = _plain_request(request, self._sh._limits[self.agent].max_output_bytes)
+        try:
+            req = _plain_request(request, self._sh._limits[self.agent].max_output_bytes)
+        except ValueError as exc:  # journaled with no request: it cannot be written
+            i, done = self._memo("infer", None)
+            if done is None:
+                self._record({"i": i, "fn": "infer", "req": None, "res": {"error": str(exc)}})
+            raise
         i, done = self._memo("infer", req)
         if done is not None:
             return _replayed(done)
@@ -289,10 +295,29 @@ def journal_text(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+class UnreadableRequest(Mapping[str, JSON]):
+    """An infer request that could not even be read (a guest's bytes that are not JSON):
+    refused with ``reason``, and journaled as a call with no request."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def __getitem__(self, key: str) -> JSON:
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
 def _plain_request(request: object, max_bytes: int) -> JSON:
-    """The request as canonical JSON (what is journaled). ValueError if it is not JSON or
-    is over ``max_bytes`` (the agent's max_output_bytes): the agent gets it and nothing is
-    journaled, so the step can still commit."""
+    """The request as canonical JSON (what is journaled). ValueError if it is unreadable,
+    not JSON or over ``max_bytes`` (the agent's max_output_bytes): the agent gets it, and
+    the call is journaled with no request, so the step can still commit."""
+    if isinstance(request, UnreadableRequest):
+        raise ValueError(request.reason)
     try:
         data = _canonical.dumps(dict(request) if isinstance(request, Mapping) else request)
     except (TypeError, ValueError) as exc:

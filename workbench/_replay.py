@@ -18,7 +18,7 @@ from typing import Any
 
 from workbench._agents import make_executor, stored_module
 from workbench._events import EventBus
-from workbench._hostcalls import InferSource
+from workbench._hostcalls import InferSource, UnreadableRequest
 from workbench._journal import JOURNAL_VERSION, Record, read_journal
 from workbench._policy import policy_from_json
 from workbench._scheduler import AgentSlot, Scheduler, StepReport
@@ -268,8 +268,10 @@ def _call_again(call: Record, host: HostCalls) -> None:
     elif fn == "now":
         host.now()
     elif fn == "infer":
+        res = call.get("res")
+        reason = str(res.get("error")) if isinstance(res, dict) else ""
         with contextlib.suppress(ValueError):  # a refused request is refused again
-            host.infer(req if isinstance(req, dict) else {})
+            host.infer(req if isinstance(req, dict) else UnreadableRequest(reason))
 
 
 def _module_for(name: str, ident: Mapping[str, Any], journal: Path) -> Path:

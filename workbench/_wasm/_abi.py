@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from workbench._hostcalls import MAX_CALLS_PER_STEP
+from workbench._hostcalls import MAX_CALLS_PER_STEP, UnreadableRequest
 from workbench._types import (
     JSON,
     AgentIdentity,
@@ -305,7 +305,9 @@ class HostCallsAdapter:
     """The bytes-level :class:`GuestHost` over a run's :class:`~workbench._types.HostCalls`.
 
     ``infer`` decodes the guest's request as strictly as output (see :func:`parse_json`; a
-    bad one gets an ``{"error": ...}`` reply, as does a ValueError from ``host.infer``)
+    bad one is passed on as an :class:`~workbench._hostcalls.UnreadableRequest`, which the
+    host journals and refuses; a refusal, a ValueError from ``host.infer``, is answered
+    with an ``{"error": ...}`` reply)
     and encodes the result canonically. ``log`` replaces invalid UTF-8. Anything else
     ``host`` raises propagates: it is a host failure, not the guest's.
     """
@@ -315,9 +317,9 @@ class HostCallsAdapter:
 
     def infer(self, request: bytes) -> bytes:
         try:
-            body = parse_json(request)
-        except _Malformed as exc:
-            return _canonical({"error": f"infer request {exc}"})
+            body: Any = parse_json(request)
+        except _Malformed as exc:  # the host still journals the refused call
+            body = UnreadableRequest(f"infer request {exc}")
         try:
             return _canonical(self._host.infer(body))
         except ValueError as exc:
