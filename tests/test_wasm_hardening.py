@@ -288,3 +288,10 @@ def test_an_infer_request_that_is_not_json_is_journaled_as_refused(tmp_path: Pat
     assert (call["fn"], call["req"]) == ("infer", None)
     assert call["res"]["error"].startswith("infer request is not JSON")
     wb.replay(path)
+
+
+def test_too_many_messages_is_blamed_on_max_messages(tmp_path: Path) -> None:
+    with pytest.raises(wb.ConfigError, match=r"max_messages=100000\) must be at most 65536"):
+        wb.Limits(max_messages=100_000)
+    with wb.Run(journal=tmp_path / "j.wbj", workers=0) as run:  # the ceiling itself fits
+        run.add_agent("a", SPIN, capabilities=[], limits=wb.Limits(max_messages=65_536))

@@ -57,6 +57,9 @@ class Outgoing:
 
 MAX_INPUT_BYTES_CEILING = 128 * 1024 * 1024
 """Largest ``Limits.max_input_bytes`` accepted: a step's input must fit one worker frame."""
+MAX_MESSAGES_CEILING = 65_536
+"""Largest ``Limits.max_messages`` accepted: each message of a step takes room (besides its
+payload) in the step's journal record, which holds 16 MiB."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +98,10 @@ class Limits:
                 or not 0 < timeout < math.inf):
             raise ConfigError(f"Limits(timeout_s={timeout!r}) must be a positive, finite "
                               "number of seconds")
+        if self.max_messages > MAX_MESSAGES_CEILING:
+            raise ConfigError(f"Limits(max_messages={self.max_messages}) must be at most "
+                              f"{MAX_MESSAGES_CEILING}: each message of a step takes room in "
+                              "the step's journal record; send fewer, larger messages")
         if self.max_input_bytes > MAX_INPUT_BYTES_CEILING:
             raise ConfigError(f"Limits(max_input_bytes={self.max_input_bytes}) must be at "
                               f"most {MAX_INPUT_BYTES_CEILING}, what one worker frame holds")
