@@ -29,6 +29,7 @@ def team(path: Path, model: ModelFiles, **engine_options: Any) -> wb.Run:
     return run
 
 
+@pytest.mark.invariance
 def test_run_on_the_engine_is_deterministic_and_replays(tmp_path: Path,
                                                         tiny_model: ModelFiles) -> None:
     with team(tmp_path / "1.wbj", tiny_model) as run:
@@ -76,3 +77,49 @@ def test_strict_provider_failure_stops_the_step_without_committing_it(
         assert run.step_index == 0
         kinds = [r["k"] for r in run.journal.read().records]
     assert kinds == ["run"]
+
+
+QUESTIONS = ("What is a tide?", "Name three colours.", "Why is the sky blue?",
+             "Write a haiku about rain.", "What is 12 times 7?", "Who wrote Hamlet?",
+             "Give me a word that rhymes with cat.", "What do bees make?")
+
+
+def questioner(state: Any, inbox: Any, host: Any) -> dict[str, Any]:
+    reply = host.infer({"messages": [{"role": "user", "content": state["q"]}],
+                        "max_tokens": 12, "temperature": state["temperature"]})
+    return {"state": {**state, "tokens": reply["tokens"]}, "outbox": [], "status": "done"}
+
+
+def answers_of(path: Path, max_batch: int, temperature: float) -> list[list[int]]:
+    with wb.Run(seed=5, policy="parallel", model="smollm2-135m-instruct", journal=path,
+                max_batch=max_batch, engine_options={"threads": 2}) as run:
+        for i, question in enumerate(QUESTIONS):
+            run.add_agent(f"q{i}", questioner, state={"q": question, "temperature": temperature})
+        run.run()
+        return [run.state_of(f"q{i}")["tokens"] for i in range(len(QUESTIONS))]
+
+
+@pytest.mark.model
+@pytest.mark.invariance
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_the_batch_size_changes_no_token_of_the_real_model(tmp_path: Path,
+                                                           temperature: float) -> None:
+    """Eight agents ask at once; one sequence per batch, three, or all eight give the same
+    tokens, greedy and sampled (through the public API, on the default model)."""
+    one, three, eight = (answers_of(tmp_path / f"{b}.wbj", b, temperature) for b in (1, 3, 8))
+    assert sum(len(tokens) for tokens in one) >= 8 * 10  # real answers, not empty ones
+    assert one == three == eight
+
+
+def test_a_run_used_only_to_generate_leaves_no_run_folder(tmp_path: Path,
+                                                          tiny_model: ModelFiles) -> None:
+    """The default journal folder is made when the run first needs its journal."""
+    with wb.Run(seed=7, model=tiny_model, engine_options={"threads": 1}) as run:
+        assert "not created yet" in repr(run)
+        assert run.engine.generate("hello", max_tokens=3).tokens
+    assert not (tmp_path / "runs").exists()
+    with wb.Run(seed=7) as run:
+        run.add_agent("a", asker, state={"i": 0})
+        run.step()
+        assert Path(run.journal.path).parent.parent == Path("runs")
+    assert len(list((tmp_path / "runs").iterdir())) == 1

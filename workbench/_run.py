@@ -105,7 +105,7 @@ class Run:
         self._slots: list[AgentSlot] = []
         self._channels: set[tuple[str, str]] = set()
         self._parent = _parent
-        self._journal_path = str(journal) if journal is not None else _new_run_path(seed)
+        self._journal_file = str(journal) if journal is not None else None  # see _journal_path
         self._writer: JournalWriter | None = None
         self._scheduler: Scheduler | None = None
         self.events = EventBus()
@@ -116,6 +116,14 @@ class Run:
         self._early_warnings: list[dict[str, JSON]] = []  # engine warnings before the header
         self._owned: list[Executor] = []  # executors this run built and so closes
         self._loaded: _LoadedEngine | None = None  # an engine this run (or its parent) loaded
+
+    @property
+    def _journal_path(self) -> str:
+        """The journal file. A default one (a new folder under ./runs) is reserved on first
+        use, so a run used only for ``run.engine.generate`` leaves no empty folder."""
+        if self._journal_file is None:
+            self._journal_file = _new_run_path(self.seed)
+        return self._journal_file
 
     # -- building the team ---------------------------------------------------------------
 
@@ -433,7 +441,7 @@ class Run:
         step = self.step_index
         state = "closed" if self._closed else ("running" if self.running else f"at step {step}")
         return (f"<Run seed={self.seed} policy={self.policy.name} agents={self.agents} "
-                f"{state} journal={self._journal_path!r}>")
+                f"{state} journal={self._journal_file or 'not created yet'!r}>")
 
     # -- internals -------------------------------------------------------------------------
 
