@@ -1,9 +1,12 @@
 #!/bin/sh
-# Install the guest toolchains that build WebAssembly agents (run as root on Debian 12).
+# Install the guest toolchains that build WebAssembly agents, and the CPU emulator the
+# engine's batch-invariance tests run under (run as root on Debian 12).
 #
 #   C:              clang + lld + wasi-libc + the wasm32 compiler-rt builtins (Debian packages)
 #   AssemblyScript: the `assemblyscript` npm package, pinned in examples/agents/package.json
 #                   and installed into examples/agents/node_modules (git-ignored), never globally
+#   qemu-user:      runs the test interpreter under other x86-64 CPU models (AVX2, AVX), so
+#                   tests/test_engine_isa.py covers onnxruntime kernel paths the host lacks
 #
 # Idempotent: re-running it only re-checks the packages. WAT needs nothing (wasmtime ships
 # wat2wasm). Rust is not supported (rustup cannot fetch wasm targets offline).
@@ -11,6 +14,9 @@ set -eu
 
 ROOT=$(CDPATH='' cd -- "$(dirname -- "$0")/.." && pwd)
 APT_PACKAGES="clang lld wasi-libc libclang-rt-14-dev-wasm32"
+if [ "$(uname -m)" = "x86_64" ]; then
+    APT_PACKAGES="$APT_PACKAGES qemu-user"
+fi
 # Node.js may come from elsewhere (e.g. NodeSource, which bundles npm); only add Debian's
 # when there is no npm at all.
 if ! command -v npm >/dev/null 2>&1; then

@@ -46,18 +46,21 @@ def assert_batch_invariant(engine: Engine, requests: list[InferRequest]) -> None
                                                               s.prompt_tokens)
 
 
+@pytest.mark.invariance
 def test_batched_equals_solo_over_50_prompt_sets(tiny_model: ModelFiles) -> None:
     with Engine(tiny_model, threads=2, max_batch=8) as engine:
         for seed in range(50):
             assert_batch_invariant(engine, prompt_set(seed))
 
 
+@pytest.mark.invariance
 def test_batched_equals_solo_in_groups_of_max_batch(tiny_model: ModelFiles) -> None:
     with Engine(tiny_model, threads=2, max_batch=3) as engine:
         for seed in range(10):
             assert_batch_invariant(engine, prompt_set(1000 + seed))
 
 
+@pytest.mark.invariance
 def test_batched_equals_solo_with_chunked_prefill(tiny_model: ModelFiles) -> None:
     with Engine(tiny_model, threads=1, prefill_chunk=5) as engine:
         for seed in range(10):
@@ -72,6 +75,7 @@ def wide_exact_model(tmp_path_factory: pytest.TempPathFactory) -> ModelFiles:
     return make_tiny_model(folder, hidden=576, heads=9, kv_heads=3, vocab=2000, exact=True)
 
 
+@pytest.mark.invariance
 def test_exact_variant_is_decoded_with_a_padding_row(wide_exact_model: ModelFiles) -> None:
     with Engine(wide_exact_model, threads=1) as engine:
         assert engine.describe()["min_decode_rows"] == 2
@@ -79,6 +83,7 @@ def test_exact_variant_is_decoded_with_a_padding_row(wide_exact_model: ModelFile
             assert_batch_invariant(engine, prompt_set(3000 + seed, max_tokens=12))
 
 
+@pytest.mark.invariance
 def test_logits_are_bitwise_identical_batched_and_solo(wide_exact_model: ModelFiles,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """Stronger than equal tokens: every row sees exactly the same logits."""

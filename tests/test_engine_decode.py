@@ -60,6 +60,7 @@ def test_cached_decode_matches_the_fp32_reference_without_cache(
         ids.append(token)
 
 
+@pytest.mark.invariance
 def test_growing_cache_path_gives_the_same_tokens(tiny_model: ModelFiles,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Graphs without a shared buffer decode one sequence at a time with a growing cache."""

@@ -1,0 +1,71 @@
+"""Batch invariance under other instruction sets than the host's, emulated with qemu-user.
+
+onnxruntime picks its kernels (MLAS) by CPUID at start-up, so one CPU only ever tests one
+path. The tests marked ``invariance`` run again here in a child pytest whose interpreter runs
+under ``qemu-x86_64 -cpu MODEL``: AVX2 (Haswell) and AVX without AVX2 (SandyBridge). QEMU's
+TCG does not emulate AVX-512, so the host runs that path natively when it has it. numpy 2.4
+needs more than SSE4.2, which is why the oldest model here is SandyBridge.
+
+``scripts/test.sh`` installs qemu-user when it runs as root (CI). Elsewhere the tests are
+skipped with the install command, except under ``CI=true``, where a missing emulator fails.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EMULATED = {"Haswell": "avx2", "SandyBridge": "avx"}  # qemu CPU model -> MLAS kernel path
+INVARIANCE_FILES = ("tests/test_engine_batching.py", "tests/test_engine_decode.py",
+                    "tests/test_run_engine.py")
+
+pytestmark = pytest.mark.slow
+
+
+def _qemu() -> str:
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("instruction-set emulation is set up for x86-64 hosts only")
+    found = shutil.which("qemu-x86_64")
+    if found is None:
+        message = "qemu-x86_64 is missing: apt-get install qemu-user (scripts/test.sh does)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+def _emulated(cpu: str, args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.run([_qemu(), "-cpu", cpu, sys.executable, *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _useful_tail(output: str) -> str:
+    lines = [ln for ln in output.splitlines() if "TCG doesn't support" not in ln]
+    return "\n".join(lines[-40:])
+
+
+@pytest.mark.parametrize("cpu", sorted(EMULATED))
+def test_the_emulated_cpu_takes_its_own_kernel_path(cpu: str) -> None:
+    """Guards the test below: the child really sees the emulated CPU's instruction sets."""
+    probe = "from workbench._engine._cpu import cpu_info; print(cpu_info()['isa'])"
+    result = _emulated(cpu, ["-c", probe], timeout=120)
+    assert result.returncode == 0, _useful_tail(result.stderr)
+    assert result.stdout.split()[-1] == EMULATED[cpu]
+
+
+@pytest.mark.parametrize("cpu", sorted(EMULATED))
+def test_batch_invariance_holds_under_emulated_instruction_sets(cpu: str) -> None:
+    """Every ``invariance`` test (tiny models and the real one) passes on the emulated path."""
+    result = _emulated(cpu, ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "invariance",
+                             *INVARIANCE_FILES], timeout=1500)
+    tail = _useful_tail(result.stdout + result.stderr)
+    assert result.returncode == 0, tail
+    assert " passed" in tail and "failed" not in tail, tail
