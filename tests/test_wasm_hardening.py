@@ -5,6 +5,7 @@ agent's siblings journal exactly what they journal without it, and that replay p
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,10 +14,18 @@ from typing import Any
 import pytest
 
 import workbench as wb
-from tests.wasm_helpers import agent_wat, compile_wat, output_json, run, wasm
+from tests.wasm_helpers import (
+    FakeHost,
+    agent_wat,
+    compile_wat,
+    output_json,
+    run,
+    wasm,
+)
 from tests.wasm_hostile import (
     HOSTILE,
     INFER,
+    LOG,
     SIBLINGS,
     SMALL_MEMORY,
     Hostile,
@@ -295,3 +304,33 @@ def test_too_many_messages_is_blamed_on_max_messages(tmp_path: Path) -> None:
         wb.Limits(max_messages=100_000)
     with wb.Run(journal=tmp_path / "j.wbj", workers=0) as run:  # the ceiling itself fits
         run.add_agent("a", SPIN, capabilities=[], limits=wb.Limits(max_messages=65_536))
+
+
+# --- host calls: their cost is the host's, alloc's is the guest's ----------------------------
+
+
+class _SlowLogHost(FakeHost):
+    def log(self, text: bytes) -> None:
+        time.sleep(0.03)  # a host slow to take each line: longer than the guest's budget
+        super().log(text)
+
+
+def test_the_hosts_work_on_a_host_call_does_not_count_against_the_backstop() -> None:
+    body = _repeat(4, "(call $log (i32.const 8192) (i32.const 65536))")
+    agent = compile_wat(agent_wat(body, imports=LOG, memory="2"))
+    host = _SlowLogHost()
+    out = run(agent, host=host, timeout_s=0.05)
+    assert out.fault is None and len(host.logs()) == 4
+
+
+def test_the_guests_alloc_called_by_the_host_counts_against_the_backstop() -> None:
+    spinning_alloc = '(func $alloc (export "alloc") (param i32) (result i32) (loop $l (br $l)) ' \
+        "(i32.const 0))"
+    agent = compile_wat(agent_wat("", alloc=spinning_alloc))
+    out = run(agent, fuel=1 << 62, timeout_s=0.05)
+    assert out.fault is not None
+    assert (out.fault.kind, dict(out.fault.data)) == ("timeout", {"timeout_s": 0.05})
+
+
+def _repeat(n: int, instruction: str) -> str:
+    return instruction * n

@@ -118,6 +118,7 @@ class GuestStep:
         self.tick_s = tick_s
         self.started = time.monotonic()
         self.host_seconds = 0.0
+        self._host_from: float | None = None  # when the running host function started
         self.calls = 0
         self.infers = 0
         self.payload_bytes = 0
@@ -196,16 +197,23 @@ class GuestStep:
                                    f"the agent called infer more than {MAX_INFER_CALLS} times "
                                    "in one step; batch its requests or spread them over steps"))
 
-    def wait_host(self, fn: Callable[..., _T], *args: Any) -> _T:
-        """Call the host and wait (an infer at the barrier); the wait does not count against
-        the guest's deadline, which is re-armed before the guest runs again (even inside
-        this host function). Other host calls run on the guest's clock."""
-        started = time.monotonic()
+    @contextmanager
+    def on_host_clock(self) -> Iterator[None]:
+        """Time spent in here (a host function: the host's work, copying its payloads,
+        waiting for the inference batch) does not count against the guest's deadline, except
+        the guest's own ``alloc`` run from here (see :meth:`deliver`). The deadline is
+        re-armed before the guest runs again."""
+        self._host_from = time.monotonic()
         try:
-            return fn(*args)
+            yield
         finally:
-            self.host_seconds += time.monotonic() - started
+            self._pause_host_clock()
             self.arm_deadline()
+
+    def _pause_host_clock(self) -> None:
+        if self._host_from is not None:
+            self.host_seconds += time.monotonic() - self._host_from
+            self._host_from = None
 
     # -- guest memory
 
@@ -248,7 +256,14 @@ class GuestStep:
         """Copy ``data`` into a buffer from the guest's alloc; 0 when alloc returned 0."""
         self.mem()  # raises when called before instantiation finished
         assert self.alloc is not None  # looked up together with memory
-        ptr = int(self.alloc(self.store, len(data))) & 0xFFFFFFFF
+        in_host = self._host_from is not None
+        self._pause_host_clock()  # alloc is guest code, on the guest's clock
+        self.arm_deadline()
+        try:
+            ptr = int(self.alloc(self.store, len(data))) & 0xFFFFFFFF
+        finally:
+            if in_host:
+                self._host_from = time.monotonic()
         if ptr == 0:
             return 0
         if not self.write(ptr, data):
@@ -291,7 +306,8 @@ def _host_function(default: int | None) -> Callable[[Callable[..., int | None]],
                 return default
             try:
                 step.count_calls(1)
-                return impl(step, *args)
+                with step.on_host_clock():
+                    return impl(step, *args)
             except Stop as stop:
                 step.stop(stop.fault)
             except wasmtime.Trap as trap:  # the guest's alloc trapped inside this call
@@ -319,7 +335,7 @@ def _pack(ptr: int, length: int) -> int:
 def _host_infer(step: GuestStep, ptr: int, length: int) -> int:
     step.count_infer()
     request = step.read(ptr & 0xFFFFFFFF, length & 0xFFFFFFFF, "the host.infer request")
-    result = bytes(step.wait_host(step.host.infer, request))
+    result = bytes(step.host.infer(request))
     if len(result) > MAX_HOSTCALL_BYTES:
         result = b'{"error":"the inference result is over the host-call limit of 1 MiB"}'
     step.count_bytes(len(result))

@@ -63,9 +63,9 @@ PAGE_BYTES = 65536
 MAX_MODULE_BYTES = 16 * 1024 * 1024
 """Largest module compile_module accepts."""
 MAX_FUNCTION_BYTES = 1024 * 1024
-"""Largest function body (code bytes) compile_module accepts. Compiling costs about 1.4 s
-and 140 MiB of memory per MiB of one function's code, and large functions cost more than
-linearly, so this bounds what one compile can cost its process."""
+"""Largest function body (code bytes) compile_module accepts. Compiling one function of
+1 MiB takes about 1.4 s and 100 MiB, and larger functions cost more than linearly, so this
+bounds what one compile can cost its process."""
 MAX_TABLE_ELEMENTS = 100_000
 """Elements one table may hold: ``table.grow`` past it returns -1 (as ``memory.grow`` does),
 and a module whose initial table is larger gets a ``limit`` fault. About 8 bytes each."""
