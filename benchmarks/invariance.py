@@ -4,8 +4,9 @@ Each operator of the converted SmolLM2 graph runs alone, at SmolLM2-135M's width
 inputs: a row's output alone (M = 1) and inside batches of 2, 3, 5, 8 and 16 rows, at every
 position, compared bit for bit; GroupQueryAttention also over KV buffers and masks of other
 widths. Then the engine end to end on a tiny model: batched against solo tokens with
-``min_decode_rows`` 1 and 2. Prints one table; run it natively and under an emulated CPU to
-cover other instruction sets (onnxruntime picks its kernels by CPUID at start-up):
+``min_decode_rows`` 1 and 2. Prints one table with a digest of each output: run it natively
+and under an emulated CPU to cover other instruction sets (onnxruntime picks its kernels by
+CPUID at start-up), and compare the digests to see which results change from CPU to CPU:
 
     python benchmarks/invariance.py
     qemu-x86_64 -cpu Haswell .venv/bin/python benchmarks/invariance.py       # AVX2
@@ -15,6 +16,7 @@ cover other instruction sets (onnxruntime picks its kernels by CPUID at start-up
 from __future__ import annotations
 
 import argparse
+import hashlib
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -47,9 +49,15 @@ def floats(name: str, dims: list) -> object:
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)
 
 
-def row_dependence(run: Run, rows: np.ndarray) -> str:
-    """Which batch sizes give row 0 (placed at every position) another result than M = 16."""
-    reference = run(rows)[0]
+def digest(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:10]
+
+
+def row_dependence(run: Run, rows: np.ndarray) -> tuple[str, str]:
+    """Which batch sizes give row 0 (placed at every position) another result than M = 16,
+    and a digest of the M = 16 output (compare it across CPUs)."""
+    full = run(rows)
+    reference = full[0]
     differs = set()
     for m in BATCHES:
         for position in range(m):
@@ -57,7 +65,8 @@ def row_dependence(run: Run, rows: np.ndarray) -> str:
             batch[position] = rows[0]
             if not np.array_equal(run(batch)[position], reference):
                 differs.add(m)
-    return "invariant" if not differs else "M=" + ",".join(map(str, sorted(differs))) + " differ"
+    verdict = "invariant" if not differs else "M=" + ",".join(map(str, sorted(differs))) + " differ"
+    return verdict, digest(full)
 
 
 def matmul_nbits(bits: int, level: int, threads: int, rng: np.random.Generator) -> Run:
@@ -108,7 +117,7 @@ def block_correction(threads: int, rng: np.random.Generator) -> Run:
     return lambda x: s.run(None, {"xy": x})[0]
 
 
-def gqa(threads: int, rng: np.random.Generator) -> dict[str, str]:
+def gqa(threads: int, rng: np.random.Generator) -> dict[str, tuple[str, str]]:
     """Decode one token for row 0 (8 cached tokens) alone in a buffer of 9, and inside
     batches whose buffers and masks are wider (other rows longer)."""
     q_width = (HEADS + 2 * KV_HEADS) * HEAD_DIM
@@ -140,19 +149,20 @@ def gqa(threads: int, rng: np.random.Generator) -> dict[str, str]:
     alone = row0([8], 9)
     cases = {"wider buffer (64)": ([8], 64), "batch of 2, other row longer": ([8, 30], 64),
              "batch of 8, mixed lengths": ([8, 3, 30, 12, 50, 8, 1, 20], 64)}
-    return {name: "invariant" if np.array_equal(row0(*case), alone) else "differs"
-            for name, case in cases.items()}
+    return {name: ("invariant" if np.array_equal(row0(*case), alone) else "differs",
+                   digest(alone)) for name, case in cases.items()}
 
 
-def engine_check(min_rows: int, sets: int) -> str:
+def engine_check(min_rows: int, sets: int, exact: bool = False) -> tuple[str, str]:
     from workbench._engine._engine import Engine
     from workbench._engine._tiny import make_tiny_model
     from workbench._types import InferRequest
 
     with tempfile.TemporaryDirectory() as folder:
-        files = make_tiny_model(Path(folder))
+        files = make_tiny_model(Path(folder), exact=exact)
         rng = np.random.default_rng(0)
         differing = total = 0
+        tokens = hashlib.sha256()
         with Engine(files, threads=2, max_batch=8, min_decode_rows=min_rows) as engine:
             for s in range(sets):
                 requests = [InferRequest(agent=f"a{i}", index=s,
@@ -162,8 +172,10 @@ def engine_check(min_rows: int, sets: int) -> str:
                 batched = engine.infer_batch(requests)
                 for request, b in zip(requests, batched, strict=True):
                     total += 1
+                    tokens.update(repr(b.tokens).encode())
                     differing += engine.infer_batch([request])[0].tokens != b.tokens
-        return f"{differing}/{total} sequences differ" if differing else f"0/{total} differ"
+        verdict = f"{differing}/{total} sequences differ" if differing else f"0/{total} differ"
+        return verdict, tokens.hexdigest()[:10]
 
 
 def main() -> None:
@@ -176,7 +188,7 @@ def main() -> None:
     print(f"cpu: {info['arch']}  kernel path: {info['isa']}  onnxruntime {ort.__version__}  "
           f"threads {args.threads}")
     rows = rng.standard_normal((17, FFN)).astype(np.float32)
-    checks: list[tuple[str, str]] = []
+    checks: list[tuple[str, tuple[str, str]]] = []
     for bits in (4, 8):
         for level in (0, 4):
             run = matmul_nbits(bits, level, args.threads, rng)
@@ -196,9 +208,12 @@ def main() -> None:
     for min_rows in (1, 2):
         checks.append((f"engine, tiny model, min_decode_rows={min_rows}",
                        engine_check(min_rows, args.sets)))
+    checks.append(("engine, tiny model, exact variant (fp32 activations), min_decode_rows=2",
+                   engine_check(2, args.sets, exact=True)))
     width = max(len(name) for name, _ in checks)
-    for name, verdict in checks:
-        print(f"  {name:<{width}}  {verdict}")
+    print(f"  {'operator':<{width}}  {'one row vs batch':<22}  output digest")
+    for name, (verdict, output) in checks:
+        print(f"  {name:<{width}}  {verdict:<22}  {output}")
 
 
 if __name__ == "__main__":
