@@ -21,12 +21,12 @@ from pathlib import Path
 
 import pytest
 
+from workbench._engine._cpu import kernel_path
+
 ROOT = Path(__file__).resolve().parent.parent
 EMULATED = {"Haswell": "avx2", "SandyBridge": "avx"}  # qemu CPU model -> MLAS kernel path
 INVARIANCE_FILES = ("tests/test_engine_batching.py", "tests/test_engine_decode.py",
                     "tests/test_run_engine.py")
-
-pytestmark = pytest.mark.slow
 
 
 def _qemu() -> str:
@@ -52,6 +52,7 @@ def _useful_tail(output: str) -> str:
     return "\n".join(lines[-40:])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cpu", sorted(EMULATED))
 def test_the_emulated_cpu_takes_its_own_kernel_path(cpu: str) -> None:
     """Guards the test below: the child really sees the emulated CPU's instruction sets."""
@@ -61,6 +62,7 @@ def test_the_emulated_cpu_takes_its_own_kernel_path(cpu: str) -> None:
     assert result.stdout.split()[-1] == EMULATED[cpu]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cpu", sorted(EMULATED))
 def test_batch_invariance_holds_under_emulated_instruction_sets(cpu: str) -> None:
     """Every ``invariance`` test (tiny models and the real one) passes on the emulated path."""
@@ -69,3 +71,21 @@ def test_batch_invariance_holds_under_emulated_instruction_sets(cpu: str) -> Non
     tail = _useful_tail(result.stdout + result.stderr)
     assert result.returncode == 0, tail
     assert " passed" in tail and "failed" not in tail, tail
+
+
+@pytest.mark.parametrize(("flags", "path"), [
+    ({"sse4_1", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni"},
+     "avx512-vnni"),
+    ({"sse4_1", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl"}, "avx512"),
+    ({"sse4_1", "avx", "avx2", "fma", "avx512f"}, "avx2"),  # no AVX-512 BW/VL
+    ({"sse4_1", "avx", "avx2", "fma", "avx_vnni"}, "avx2-vnni"),
+    ({"sse4_1", "avx", "avx2", "fma"}, "avx2"),
+    ({"sse4_1", "avx", "avx2"}, "avx"),  # AVX2 without FMA: not MLAS's AVX2 path
+    ({"sse4_1", "avx"}, "avx"),
+    ({"sse4_1"}, "sse4"),
+    (set(), "sse2"),
+    ({"asimd"}, "neon"),
+    ({"asimd", "asimddp"}, "neon-dot"),
+])
+def test_kernel_path_follows_the_instruction_sets(flags: set[str], path: str) -> None:
+    assert kernel_path(frozenset(flags)) == path

@@ -123,3 +123,17 @@ def test_a_run_used_only_to_generate_leaves_no_run_folder(tmp_path: Path,
         run.step()
         assert Path(run.journal.path).parent.parent == Path("runs")
     assert len(list((tmp_path / "runs").iterdir())) == 1
+
+
+def test_the_journal_header_records_the_cpu_and_inspect_shows_it(
+        tmp_path: Path, tiny_model: ModelFiles, capsys: pytest.CaptureFixture[str]) -> None:
+    from workbench._engine._cpu import cpu_info
+    from workbench.cli import main
+
+    with team(tmp_path / "j.wbj", tiny_model) as run:
+        run.step()
+    header = wb.read_journal(tmp_path / "j.wbj").records[0]
+    assert header["engine"]["cpu"] == cpu_info()
+    assert header["engine"]["min_decode_rows"] == 2
+    assert main(["inspect", str(tmp_path / "j.wbj")]) == 0
+    assert f"kernel path {cpu_info()['isa']}" in capsys.readouterr().out
