@@ -32,7 +32,7 @@ def state_peer(host: Any) -> str:
 
 
 def measure(n: int, steps: int, agent: Any, folder: Path) -> list[float]:
-    with wb.Run(seed=0, policy="parallel", journal=folder / f"{n}.wbj",
+    with wb.Run(seed=0, policy="parallel", journal=folder / f"{n}-{agent.__name__}.wbj",
                 concurrency=64) as run:
         for i in range(n):
             run.add_agent(f"a{i}", agent, state=0)

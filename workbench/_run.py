@@ -32,6 +32,7 @@ from workbench._journal import (
     JournalWriter,
     read_journal,
 )
+from workbench._journal_lock import JournalClaim, claim
 from workbench._policy import Policy, make_policy
 from workbench._scheduler import AgentSlot, Scheduler, StepReport
 from workbench._state import USER, RunState, apply
@@ -44,7 +45,7 @@ from workbench._types import (
     Limits,
     Message,
 )
-from workbench.errors import ConfigError, JournalError, RunBusy, RunClosed
+from workbench.errors import ConfigError, JournalError, JournalExists, RunBusy, RunClosed
 
 DEFAULT_MAX_STEPS = 10_000
 """``run.run()`` without ``steps=`` stops after this many steps at the latest."""
@@ -81,7 +82,8 @@ class Run:
     ``seed`` keys every random value agents draw; ``policy`` is ``"round_robin"``,
     ``"parallel"`` or a :class:`~workbench.DAG`; ``model`` names the model for ``infer``
     (a name such as ``"smollm2-135m-instruct"``, a folder, or an engine object); ``journal``
-    is the journal file (default: a new folder under ``./runs``); ``workers`` sizes the
+    is the journal file (default: a new folder under ``./runs``), which must not exist unless
+    ``overwrite=True``, and which the run locks until ``close()``; ``workers`` sizes the
     WebAssembly worker pool (``0`` runs modules in-process). ``concurrency`` bounds the agents
     running at once, ``max_batch`` the inference batch; both are journaled.
     """
@@ -90,10 +92,14 @@ class Run:
                  model: str | Path | InferenceBackend | Any | None = None,
                  journal: str | os.PathLike[str] | None = None,
                  workers: int | None = None, max_batch: int = 8, concurrency: int = 64,
-                 engine_options: Mapping[str, Any] | None = None,
+                 engine_options: Mapping[str, Any] | None = None, overwrite: bool = False,
                  _parent: Mapping[str, JSON] | None = None) -> None:
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise ConfigError(f"seed must be an int, got {seed!r}")
+        if journal is not None and not overwrite and os.path.lexists(journal):
+            raise JournalExists(str(journal))  # checked again, atomically, when claimed
+        self._overwrite = overwrite
+        self._claim: JournalClaim | None = None  # the journal's lock, from the first send/step
         self.seed = seed
         self.policy = make_policy(policy)
         self._model = model
@@ -429,6 +435,8 @@ class Run:
             self._loaded.release()
         if self._writer is not None:
             self._writer.close()
+        if self._claim is not None:
+            self._claim.release()
         self.events.close()
 
     def __enter__(self) -> Run:
@@ -492,7 +500,12 @@ class Run:
         self._channels |= set(self.policy.channels())
         engine = self.engine if self._model is not None else None
         header = self._header(engine)
-        self._writer = JournalWriter(self._journal_path)
+        self._claim = claim(self._journal_path, overwrite=self._overwrite)
+        try:
+            self._writer = JournalWriter(self._journal_path)
+        except BaseException:
+            self._claim.release()
+            raise
         self._writer.append(header)
         state = RunState.initial([s.name for s in self._slots],
                                  {s.name: s.initial_state for s in self._slots})

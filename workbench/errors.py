@@ -17,6 +17,9 @@ __all__ = [
     "InvalidModule",
     "JournalCorrupt",
     "JournalError",
+    "JournalExists",
+    "JournalInUse",
+    "JournalVersionError",
     "LimitExceeded",
     "MemoryLimitExceeded",
     "ModelLoadError",
@@ -41,11 +44,15 @@ class ConfigError(WorkbenchError, ValueError):
 
 
 class RunBusy(WorkbenchError, RuntimeError):
-    """The run is being driven in the background; pause() or wait() first."""
+    """The run is busy: driven in the background, stepping on another thread, or in the
+    middle of an agent's step (a call from inside an agent). Raised at once; nothing is
+    written to the journal."""
 
-    def __init__(self, action: str, hint: str = "call run.pause() or run.wait() first") -> None:
+    def __init__(self, action: str, hint: str = "call run.pause() or run.wait() first", *,
+                 why: str = "the run is driven in the background") -> None:
         self.action = action
-        super().__init__(f"cannot {action} while the run is driven in the background; {hint}")
+        self.why = why
+        super().__init__(f"cannot {action} while {why}; {hint}")
 
 
 class RunClosed(WorkbenchError, ValueError):
@@ -73,6 +80,43 @@ class JournalCorrupt(JournalError):
         super().__init__(
             f"journal {path!r} is corrupt at byte {offset}: {reason}; "
             "the records before this offset are intact (wb.read_journal(path, upto=offset))"
+        )
+
+
+class JournalExists(JournalError, FileExistsError):
+    """A new run was given the path of a journal that already exists: journals are never
+    overwritten unless asked."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(
+            f"journal {path!r} already exists and a run never overwrites a journal; pass "
+            "Run(journal=...) another path (or leave it out for a new folder under ./runs), "
+            "or Run(..., overwrite=True) to replace it"
+        )
+
+
+class JournalInUse(JournalError, BlockingIOError):
+    """Another live run holds the journal's lock (it is writing that journal)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(
+            f"journal {path!r} is in use by another live run (it holds the journal's lock); "
+            "close that run first, or pass Run(journal=...) another path"
+        )
+
+
+class JournalVersionError(JournalError, ValueError):
+    """The journal was written in another format version than this workbench reads."""
+
+    def __init__(self, path: str, found: object, supported: int, where: str) -> None:
+        self.path = path
+        self.found = found
+        self.supported = supported
+        super().__init__(
+            f"journal {path!r} is format version {found!r} ({where}); this workbench reads "
+            f"version {supported}: open it with the workbench version that wrote it"
         )
 
 
