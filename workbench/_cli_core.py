@@ -7,9 +7,11 @@ import collections
 import importlib.metadata
 import platform
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from workbench._records import AgentResult, Call, Commit, Record, RunHeader
 from workbench.errors import WorkbenchError
 
 
@@ -38,25 +40,26 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def summarize(records: list[dict[str, Any]]) -> list[list[str]]:
+def summarize(records: Sequence[Record]) -> list[list[str]]:
     """Rows of (agent, kind, steps, messages, infer calls, tokens, faults)."""
-    header = records[0] if records and records[0]["k"] == "run" else {"agents": []}
-    stats: dict[str, collections.Counter[str]] = {
-        a["name"]: collections.Counter() for a in header["agents"]}
+    header = records[0] if records and isinstance(records[0], RunHeader) else None
+    agents = header.agents if header is not None else ()
+    stats: dict[str, collections.Counter[str]] = {a.name: collections.Counter() for a in agents}
     faults: dict[str, list[str]] = collections.defaultdict(list)
     for r in records:
-        if r["k"] == "agent":
-            c = stats.setdefault(r["a"], collections.Counter())
+        if isinstance(r, AgentResult):
+            c = stats.setdefault(r.agent, collections.Counter())
             c["steps"] += 1
-            c["messages"] += len(r["out"])
-            if r["fault"]:
-                faults[r["a"]].append(f"{r['fault']['kind']}@{r['t']}")
-        elif r["k"] == "call" and r["fn"] == "infer":
-            c = stats.setdefault(r["a"], collections.Counter())
+            c["messages"] += len(r.outbox)
+            if r.fault:
+                faults[r.agent].append(f"{r.fault['kind']}@{r.step}")
+        elif isinstance(r, Call) and r.fn == "infer":
+            c = stats.setdefault(r.agent, collections.Counter())
             c["infer"] += 1
-            res = r["res"] if isinstance(r["res"], dict) else {}
-            c["tokens"] += len(res.get("tokens", []))
-    kinds = {a["name"]: a["id"]["kind"] for a in header["agents"]}
+            res = r.result if isinstance(r.result, dict) else {}
+            tokens = res.get("tokens")
+            c["tokens"] += len(tokens) if isinstance(tokens, list) else 0
+    kinds = {a.name: str(a.identity["kind"]) for a in agents}
     rows = [["agent", "kind", "steps", "messages", "infer", "tokens", "faults"]]
     for name, c in stats.items():
         rows.append([name, kinds.get(name, "?"), str(c["steps"]), str(c["messages"]),
@@ -69,25 +72,25 @@ def _inspect(args: argparse.Namespace) -> int:
 
     try:
         journal = read_journal(args.journal)
+        records = journal.typed
     except WorkbenchError as exc:
         print(f"cannot read journal: {exc}", file=sys.stderr)
         return 1
-    records = journal.records
-    if not records or records[0]["k"] != "run":
+    if not records or not isinstance(records[0], RunHeader):
         print("not a run journal: the first record is not a run header", file=sys.stderr)
         return 1
     h = records[0]
-    steps = sum(1 for r in records if r["k"] == "commit")
-    engine = h.get("engine") or {}
+    steps = sum(1 for r in records if isinstance(r, Commit))
+    engine: Mapping[str, Any] = h.engine or {}
     print(f"journal  {journal.path}  ({journal.end} bytes, {len(records)} records)")
-    print(f"seed {h['seed']}  policy {h['policy']['name']}  steps {steps}  "
+    print(f"seed {h.seed}  policy {h.policy.get('name')}  steps {steps}  "
           f"model {engine.get('model', '-')}  provider {engine.get('provider', '-')}")
     cpu = engine.get("cpu")
     if isinstance(cpu, dict):
         print(f"cpu {cpu.get('arch', '?')}  kernel path {cpu.get('isa', '?')}  "
               f"features {' '.join(cpu.get('features', [])) or '-'}")
-    if h.get("parent"):
-        print(f"forked from {h['parent']['journal']} at step {h['parent']['step']}")
+    if h.parent:
+        print(f"forked from {h.parent.get('journal')} at step {h.parent.get('step')}")
     if journal.torn_bytes:
         print(f"torn tail: {journal.torn_bytes} bytes dropped (a crash while writing)")
     print(_table(summarize(records)))

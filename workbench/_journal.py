@@ -22,6 +22,7 @@ leaves at most a torn tail, and the run-level reader drops a step that has no co
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import struct
 import zlib
@@ -30,12 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workbench import _canonical
+from workbench._records import Record as TypedRecord
+from workbench._records import record_from_json
 from workbench._types import JSON
 from workbench.errors import JournalCorrupt, JournalError, RecordTooLarge, RunClosed
 
 MAGIC = b"WBJOURNAL1\n"
-JOURNAL_VERSION = 1
-"""The run header's ``v``: what the records mean. Replay refuses other versions."""
 _FRAME = struct.Struct("<III")
 DEFAULT_MAX_RECORD_BYTES = 16 * 1024 * 1024
 """Largest payload a record may have. Larger records raise RecordTooLarge when staged."""
@@ -55,6 +56,13 @@ class Journal:
 
     def __len__(self) -> int:
         return len(self.records)
+
+    @functools.cached_property
+    def typed(self) -> list[TypedRecord]:
+        """The records as their ``_records`` classes. Raises JournalCorrupt (with the
+        record's offset) for one whose kind or fields are malformed."""
+        return [record_from_json(r, path=self.path, offset=o)
+                for r, o in zip(self.records, self.offsets, strict=True)]
 
     def __iter__(self) -> Iterator[Record]:
         return iter(self.records)
@@ -173,10 +181,11 @@ class JournalWriter:
         """Bytes written so far (staged records not included)."""
         return self._file.tell()
 
-    def stage(self, record: Mapping[str, JSON]) -> None:
+    def stage(self, record: TypedRecord | Mapping[str, JSON]) -> None:
         """Encode ``record`` for the next flush. Raises RecordTooLarge / ValueError."""
         self._check_open()
-        self._staged.append(encode_record(record, self.max_record_bytes))
+        data = record if isinstance(record, Mapping) else record.to_json()
+        self._staged.append(encode_record(data, self.max_record_bytes))
 
     def discard_staged(self) -> None:
         """Forget records staged since the last flush (a step that will not commit)."""
@@ -214,7 +223,7 @@ class JournalWriter:
         self._file.truncate(self._end)
         self._file.seek(self._end)
 
-    def append(self, record: Mapping[str, JSON]) -> None:
+    def append(self, record: TypedRecord | Mapping[str, JSON]) -> None:
         """Stage and flush one record."""
         self.stage(record)
         self.flush()

@@ -19,8 +19,21 @@ from typing import Any
 from workbench._agents import make_executor, stored_module
 from workbench._events import EventBus
 from workbench._hostcalls import InferSource, UnreadableRequest
-from workbench._journal import JOURNAL_VERSION, Record, read_journal
+from workbench._journal import read_journal
 from workbench._policy import policy_from_json
+from workbench._records import (
+    JOURNAL_VERSION,
+    AgentResult,
+    AgentSpec,
+    Call,
+    Commit,
+    EngineWarning,
+    Record,
+    RunHeader,
+    Snapshot,
+    StepStart,
+    UserSend,
+)
 from workbench._scheduler import AgentSlot, Scheduler, StepReport
 from workbench._state import RunState, apply
 from workbench._types import (
@@ -55,27 +68,28 @@ class ReplayReport:
 
 
 class _Verifier:
-    """A Sink that compares each staged record with the journal's next record."""
+    """A Sink that compares each staged record with the journal's next record (as the JSON
+    the journal holds, so a difference is named by its journal key)."""
 
     def __init__(self, records: list[Record], start: int) -> None:
         self.records = records
         self.pos = start
 
-    def stage(self, record: Mapping[str, JSON]) -> None:
-        got = dict(record)
-        while self.pos < len(self.records) and self.records[self.pos]["k"] == "warn":
+    def stage(self, record: Record) -> None:
+        got = record.to_json()
+        while self.pos < len(self.records) and isinstance(self.records[self.pos], EngineWarning):
             self.pos += 1  # engine warnings (provider fallback) have no engine in replay
         if self.pos >= len(self.records):
-            raise NondeterminismError(int(got.get("t", -1)), got.get("a"), "record",
+            raise NondeterminismError(_step_of(got), got.get("a"), "record",
                                       "end of journal", got)
-        expected = self.records[self.pos]
+        expected = self.records[self.pos].to_json()
         if expected != got and "call" in (expected["k"], got["k"]) \
                 and expected["k"] != got["k"]:
-            raise NondeterminismError(int(expected["t"]), expected.get("a"), "calls",
+            raise NondeterminismError(_step_of(expected), expected.get("a"), "calls",
                                       _call_of(expected), _call_of(got))
         if expected != got:
             name = _first_difference(expected, got)
-            raise NondeterminismError(int(expected.get("t", got.get("t", -1))),
+            raise NondeterminismError(_step_of(expected if "t" in expected else got),
                                       expected.get("a", got.get("a")), name,
                                       expected.get(name), got.get(name))
         self.pos += 1
@@ -97,14 +111,16 @@ def replay(path: str | os.PathLike[str], *, agents: Mapping[str, Any] | None = N
     ConfigError when an agent's code cannot be found.
     """
     journal = read_journal(path)
-    records = _committed(journal.records)
-    if not records or records[0]["k"] != "run":
-        raise JournalCorrupt(str(path), 0, "the first record is not a run header")
-    header = records[0]
-    if header.get("v") != JOURNAL_VERSION:
-        raise ConfigError(f"journal {str(path)!r} has format version {header.get('v')!r}; this "
+    if journal.records and journal.records[0].get("k") == "run" \
+            and journal.records[0].get("v") != JOURNAL_VERSION:
+        version = journal.records[0].get("v")
+        raise ConfigError(f"journal {str(path)!r} has format version {version!r}; this "
                           f"workbench replays version {JOURNAL_VERSION}: use the workbench "
                           "version that wrote it")
+    records = _committed(journal.typed)
+    if not records or not isinstance(records[0], RunHeader):
+        raise JournalCorrupt(str(path), 0, "the first record is not a run header")
+    header = records[0]
     slots, changed = _slots(header, Path(path), dict(agents or {}), workers,
                             _given_timeouts(records))
     order = [s.name for s in slots]
@@ -113,17 +129,17 @@ def replay(path: str | os.PathLike[str], *, agents: Mapping[str, Any] | None = N
     misses: list[NondeterminismError] = []  # infer calls the journal cannot answer
     verifier = _Verifier(records, 1)
     # A run without a model answered infer with an error, never from the journal: so here.
-    source = (lambda t: _source(calls, t, misses)) if header.get("engine") is not None else None
+    source = (lambda t: _source(calls, t, misses)) if header.engine is not None else None
     sched = Scheduler(
-        seed=header["seed"], policy=policy_from_json(header["policy"]), slots=slots,
-        channels={(a, b) for a, b in header["channels"]}, state=state, sink=verifier,
-        events=EventBus(), engine=None, max_batch=header["max_batch"],
-        concurrency=header["concurrency"], infer_source=source)
+        seed=header.seed, policy=policy_from_json(dict(header.policy)), slots=slots,
+        channels={(a, b) for a, b in header.channels}, state=state, sink=verifier,
+        events=EventBus(), engine=None, max_batch=header.max_batch,
+        concurrency=header.concurrency, infer_source=source)
     steps = 0
     try:
         while verifier.pos < len(records):
             record = records[verifier.pos]
-            if record["k"] in ("send", "snapshot", "warn"):
+            if isinstance(record, UserSend | Snapshot | EngineWarning):
                 apply(state, record, sched.max_messages)
                 verifier.pos += 1
                 continue
@@ -135,8 +151,9 @@ def replay(path: str | os.PathLike[str], *, agents: Mapping[str, Any] | None = N
                 steps += 1
                 continue
             if report is None:
-                raise NondeterminismError(record.get("t", -1), None, "run",
-                                          record.get("run"), [])
+                expected = record.agents if isinstance(record, StepStart) else None
+                raise NondeterminismError(getattr(record, "step", -1), None, "run",
+                                          expected, [])
             steps += 1
     finally:
         sched.close()
@@ -163,7 +180,13 @@ def _step(sched: Scheduler, misses: list[NondeterminismError]) -> StepReport | N
     return report
 
 
+def _step_of(record: Mapping[str, Any]) -> int:
+    step = record.get("t", -1)
+    return step if isinstance(step, int) else -1
+
+
 def _call_of(record: Mapping[str, Any]) -> str:
+    """How a journaled record (as JSON) reads where a host call was expected."""
     if record["k"] == "call":
         return f"host call {record['i']}: {record['fn']}"
     return "no more host calls"
@@ -173,32 +196,32 @@ def _committed(records: list[Record]) -> list[Record]:
     """Drop a step that has no commit record (a crash mid-step)."""
     last = len(records)
     for i in range(len(records) - 1, -1, -1):
-        if records[i]["k"] == "commit" or records[i]["k"] == "run":
+        if isinstance(records[i], Commit | RunHeader):
             break
-        if records[i]["k"] == "step":
+        if isinstance(records[i], StepStart):
             last = i
     return records[:last]
 
 
-def _slots(header: Record, journal: Path, given: dict[str, Any], workers: int | None,
+def _slots(header: RunHeader, journal: Path, given: dict[str, Any], workers: int | None,
            timeouts: Mapping[str, dict[int, _GivenTimeout]],
            ) -> tuple[list[AgentSlot], list[str]]:
     slots, changed = [], []
-    for spec in header["agents"]:
-        name, ident = spec["name"], spec["id"]
-        limits = Limits(**spec["limits"])
+    for spec in header.agents:
+        name, ident = spec.name, spec.identity
+        limits = Limits(**spec.limits)
         code = given.pop(name, None)
         if code is None:
-            code = _module_for(name, ident, journal)
+            code = _module_for(spec, journal)
         executor: Executor = make_executor(name, code, limits=limits,
-                                           capabilities=tuple(spec["caps"]), workers=workers,
+                                           capabilities=spec.capabilities, workers=workers,
                                            wall_clock=False)
         if executor.identity().hash != ident["hash"]:
             changed.append(name)
         if name in timeouts:
             executor = _TimeoutsAsGiven(executor, timeouts[name])
-        slots.append(AgentSlot(name, executor, spec["state"], tuple(spec["caps"]), limits,
-                               spec["on_fault"]))
+        slots.append(AgentSlot(name, executor, spec.state, spec.capabilities, limits,
+                               spec.on_fault))  # type: ignore[arg-type]
     if given:
         raise ConfigError(f"replay(agents=...) names agents not in the journal: {sorted(given)}")
     return slots, changed
@@ -217,22 +240,23 @@ def _slots(header: Record, journal: Path, given: dict[str, Any], workers: int | 
 @dataclass(frozen=True)
 class _GivenTimeout:
     fault: Fault
-    calls: list[Record]
+    calls: list[Call]
 
 
 def _given_timeouts(records: list[Record]) -> dict[str, dict[int, _GivenTimeout]]:
     """agent -> step -> the journaled timeout fault and host calls of that step."""
-    calls: dict[tuple[int, str], list[Record]] = {}
+    calls: dict[tuple[int, str], list[Call]] = {}
     given: dict[str, dict[int, _GivenTimeout]] = {}
     for r in records:
-        if r["k"] == "call":
-            calls.setdefault((r["t"], r["a"]), []).append(r)
-        elif r["k"] == "agent" and isinstance(r["fault"], dict) \
-                and r["fault"].get("kind") == "timeout":
-            f = r["fault"]
-            given.setdefault(r["a"], {})[r["t"]] = _GivenTimeout(
-                Fault(str(f["kind"]), str(f["detail"]), dict(f.get("data") or {})),
-                calls.get((r["t"], r["a"]), []))
+        if isinstance(r, Call):
+            calls.setdefault((r.step, r.agent), []).append(r)
+        elif isinstance(r, AgentResult) and r.fault is not None \
+                and r.fault.get("kind") == "timeout":
+            f = r.fault
+            data = f.get("data")
+            given.setdefault(r.agent, {})[r.step] = _GivenTimeout(
+                Fault(str(f["kind"]), str(f["detail"]), dict(data) if isinstance(data, dict)
+                      else {}), calls.get((r.step, r.agent), []))
     return given
 
 
@@ -258,9 +282,9 @@ class _TimeoutsAsGiven:
         self._inner.close()
 
 
-def _call_again(call: Record, host: HostCalls) -> None:
+def _call_again(call: Call, host: HostCalls) -> None:
     """Make a journaled host call again (infer is served from the journal in replay)."""
-    fn, req = call["fn"], call.get("req")
+    fn, req = call.fn, call.request
     if fn == "log":
         host.log(str(req))
     elif fn == "random":
@@ -268,15 +292,16 @@ def _call_again(call: Record, host: HostCalls) -> None:
     elif fn == "now":
         host.now()
     elif fn == "infer":
-        res = call.get("res")
+        res = call.result
         reason = str(res.get("error")) if isinstance(res, dict) else ""
         with contextlib.suppress(ValueError):  # a refused request is refused again
             host.infer(req if isinstance(req, dict) else UnreadableRequest(reason))
 
 
-def _module_for(name: str, ident: Mapping[str, Any], journal: Path) -> Path:
+def _module_for(spec: AgentSpec, journal: Path) -> Path:
+    name, ident = spec.name, spec.identity
     if ident["kind"] == "wasm":
-        module = stored_module(journal, ident["hash"])
+        module = stored_module(journal, str(ident["hash"]))
         if module.is_file():
             return module
         raise ConfigError(f"agent {name!r}: module {module.name} is missing beside the "
@@ -285,20 +310,20 @@ def _module_for(name: str, ident: Mapping[str, Any], journal: Path) -> Path:
                       f"the journal; pass replay(path, agents={{{name!r}: step_function}})")
 
 
-def _index_calls(records: list[Record]) -> dict[tuple[int, str, int], Record]:
-    return {(r["t"], r["a"], r["i"]): r for r in records if r["k"] == "call"}
+def _index_calls(records: list[Record]) -> dict[tuple[int, str, int], Call]:
+    return {(r.step, r.agent, r.index): r for r in records if isinstance(r, Call)}
 
 
-def _source(calls: dict[tuple[int, str, int], Record], t: int,
+def _source(calls: dict[tuple[int, str, int], Call], t: int,
             misses: list[NondeterminismError]) -> InferSource:
     def serve(agent: str, i: int) -> dict[str, JSON]:
         record = calls.get((t, agent, i))
-        if record is None or record["fn"] != "infer":
+        if record is None or record.fn != "infer":
             misses.append(NondeterminismError(
                 t, agent, "calls", f"no host call {i}" if record is None
-                else f"host call {i}: {record['fn']}", "infer"))
+                else f"host call {i}: {record.fn}", "infer"))
             raise misses[-1]
-        res = record["res"]
+        res = record.result
         return dict(res) if isinstance(res, dict) else {}
 
     return serve

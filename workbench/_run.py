@@ -27,13 +27,22 @@ from workbench._agents import (
 from workbench._events import Event, EventBus, Subscription
 from workbench._journal import (
     DEFAULT_MAX_RECORD_BYTES,
-    JOURNAL_VERSION,
     Journal,
     JournalWriter,
     read_journal,
 )
 from workbench._journal_lock import JournalClaim, claim
 from workbench._policy import Policy, make_policy
+from workbench._records import (
+    JOURNAL_VERSION,
+    AgentSpec,
+    Commit,
+    EngineWarning,
+    RunHeader,
+    Snapshot,
+    StepStart,
+    UserSend,
+)
 from workbench._scheduler import AgentSlot, Scheduler, StepReport
 from workbench._state import USER, RunState, apply
 from workbench._types import (
@@ -197,7 +206,7 @@ class Run:
             raise ConfigError(f"{to!r} already has {waiting} messages waiting (its max_queued "
                               f"is {capacity}); step the run so it can catch up")
         msg = Message(USER, state.user_seq, state.step - 1, to, _canonical.check_json(payload))
-        record = {"k": "send", "msg": msg.to_json()}
+        record = UserSend.of(msg)
         self._writer_checked().append(record)
         apply(state, record, sched.max_messages)
 
@@ -332,17 +341,18 @@ class Run:
                               "the parent run for earlier steps")
         state = RunState.initial(sched.order, {s.name: s.initial_state for s in self._slots})
         offset = journal.offsets[1] if len(journal.offsets) > 1 else journal.end
-        for i, record in enumerate(journal.records):
-            if record["k"] == "run":
+        for i, record in enumerate(journal.typed):
+            if isinstance(record, RunHeader):
                 continue
-            if record["k"] == "snapshot" or (record["k"] == "warn" and record["t"] == -1):
+            if isinstance(record, Snapshot) or (isinstance(record, EngineWarning)
+                                                and record.step == -1):
                 apply(state, record, sched.max_messages)  # the start: never cut
                 offset = _next_offset(journal, i)
                 continue
-            if step == -1 or (record["k"] == "step" and record["t"] > step):
+            if step == -1 or (isinstance(record, StepStart) and record.step > step):
                 break
             apply(state, record, sched.max_messages)
-            if record["k"] == "commit" and record["t"] == step:
+            if isinstance(record, Commit) and record.step == step:
                 offset = _next_offset(journal, i)
                 break
         return offset, state
@@ -511,29 +521,26 @@ class Run:
                                  {s.name: s.initial_state for s in self._slots})
         if snapshot is not None:
             snap = snapshot.to_json()
-            self._writer.append({"k": "snapshot", "state": snap})
+            self._writer.append(Snapshot(snap))
             state = RunState.from_json(state.order, snap)
         self._scheduler = Scheduler(
             seed=self.seed, policy=self.policy, slots=self._slots, channels=self._channels,
             state=state, sink=self._writer, events=self.events, engine=engine,
             max_batch=self.max_batch, concurrency=self.concurrency, wrap=self._wrap)
         for warning in self._early_warnings:
-            self._writer.append({"k": "warn", "t": -1, **warning})
+            self._writer.append(EngineWarning(-1, warning))
         self.events.emit("run_started", state.step, None, {"journal": self._journal_path})
         return self._scheduler
 
-    def _header(self, engine: InferenceBackend | None) -> dict[str, JSON]:
-        return {
-            "k": "run", "v": JOURNAL_VERSION, "seed": self.seed, "policy": self.policy.to_json(),
-            "agents": [{"name": s.name, "id": s.executor.identity().to_json(),
-                        "state": s.initial_state, "caps": list(s.capabilities),
-                        "limits": s.limits.to_json(), "on_fault": s.on_fault}
-                       for s in self._slots],
-            "channels": sorted([a, b] for a, b in self._channels),
-            "engine": engine.describe() if engine is not None else None,
-            "max_batch": self.max_batch, "concurrency": self.concurrency,
-            "parent": dict(self._parent) if self._parent else None,
-        }
+    def _header(self, engine: InferenceBackend | None) -> RunHeader:
+        agents = tuple(AgentSpec(s.name, s.executor.identity().to_json(), s.initial_state,
+                                 tuple(s.capabilities), s.limits.to_json(), s.on_fault)
+                       for s in self._slots)
+        return RunHeader(JOURNAL_VERSION, self.seed, self.policy.to_json(), agents,
+                         tuple(sorted(self._channels)),
+                         engine.describe() if engine is not None else None,
+                         self.max_batch, self.concurrency,
+                         dict(self._parent) if self._parent else None)
 
     def _step(self) -> StepReport | None:
         with self._lock:

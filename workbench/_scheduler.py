@@ -20,6 +20,15 @@ from workbench import _canonical
 from workbench._events import EventBus
 from workbench._hostcalls import AgentCounters, InferSource, StepHost, journal_text
 from workbench._policy import AgentView, Policy
+from workbench._records import (
+    AgentResult,
+    Call,
+    Commit,
+    EngineWarning,
+    OutMessage,
+    Record,
+    StepStart,
+)
 from workbench._state import RunState, apply, deliveries
 from workbench._types import (
     JSON,
@@ -55,7 +64,7 @@ MAX_FAULT_DETAIL = 16_384
 class Sink(Protocol):
     """Where a step's records go: the journal writer, or replay's verifier."""
 
-    def stage(self, record: Mapping[str, JSON]) -> None: ...
+    def stage(self, record: Record) -> None: ...
 
     def flush(self) -> None: ...
 
@@ -141,25 +150,26 @@ class Scheduler:
             return None
         t = self.state.step
         inboxes = deliveries(self.state, selected, self.max_messages)
-        step_record = {"k": "step", "t": t, "run": selected, "cursor": cursor,
-                       "inbox": [len(inboxes[a]) for a in selected]}
+        step_record = StepStart(t, tuple(selected), cursor,
+                                tuple(len(inboxes[a]) for a in selected))
         self.events.emit("step_started", t, None, {"agents": selected})
         results, hosts = self._run_agents(t, selected, inboxes)
-        records = [step_record]
+        records: list[Record] = [step_record]
         report = StepReport(t, selected)
         queued = collections.Counter(m.to for m in self.state.pending)
         queued.subtract({name: len(inboxes[name]) for name in selected})  # delivered now
         for name in selected:
             result = self._validate(self.slots[name], results[name], queued)
-            records += [{"k": "call", "t": t, "a": name, **c} for c in hosts[name].calls]
+            records += [Call(t, name, c["i"], c["fn"], c["req"], c["res"])
+                        for c in hosts[name].calls]
             records.append(self._agent_record(t, name, result, hosts[name].counters))
             if result.fault is not None:
                 report.faults[name] = result.fault
             report.messages += len(result.outbox)
         with self._warn_lock:
             warnings, self._warnings = self._warnings, []
-        records += [{"k": "warn", "t": t, **w} for w in warnings]
-        records.append({"k": "commit", "t": t})
+        records += [EngineWarning(t, w) for w in warnings]
+        records.append(Commit(t))
         self._commit(records)
         self._emit_step(t, records)
         self._raise_for_fail(t, report)
@@ -248,22 +258,21 @@ class Scheduler:
         return StepResult(_canonical.loads(state), outbox, result.status)
 
     def _agent_record(self, t: int, name: str, result: StepResult,
-                      counters: AgentCounters) -> dict[str, JSON]:
+                      counters: AgentCounters) -> AgentResult:
         agent = self.state.agents[name]
         slot = self.slots[name]
-        ctr = [counters.infer_index, counters.tokens_used]
+        ctr = (counters.infer_index, counters.tokens_used)
         if result.fault is not None:
             restart = slot.on_fault == "restart"
-            return {"k": "agent", "t": t, "a": name, "fault": _fault_json(result.fault),
-                    "state": slot.initial_state if restart else agent.state,
-                    "status": "ready" if restart else "faulted", "out": [], "ctr": ctr}
+            return AgentResult(t, name, _fault_json(result.fault),
+                               slot.initial_state if restart else agent.state,
+                               "ready" if restart else "faulted", (), ctr)
         # _validate already made the state and payloads canonical
-        out = [{"to": m.to, "seq": agent.seq + i, "payload": m.payload}
-               for i, m in enumerate(result.outbox)]
-        return {"k": "agent", "t": t, "a": name, "fault": None, "state": result.state,
-                "status": result.status, "out": out, "ctr": ctr}
+        out = tuple(OutMessage(m.to, agent.seq + i, m.payload)
+                    for i, m in enumerate(result.outbox))
+        return AgentResult(t, name, None, result.state, result.status, out, ctr)
 
-    def _commit(self, records: list[dict[str, JSON]]) -> None:
+    def _commit(self, records: list[Record]) -> None:
         try:
             for r in records:
                 self.sink.stage(r)
@@ -274,19 +283,19 @@ class Scheduler:
         for r in records:
             apply(self.state, r, self.max_messages)
 
-    def _emit_step(self, t: int, records: list[dict[str, JSON]]) -> None:
+    def _emit_step(self, t: int, records: list[Record]) -> None:
         for r in records:
-            if r["k"] != "agent":
+            if not isinstance(r, AgentResult):
                 continue
-            fault = r["fault"]
-            self.events.emit("agent_stepped", t, r["a"],
-                             {"status": r["status"], "messages": len(r["out"]),
-                              "fault": fault["kind"] if isinstance(fault, dict) else None})
-            if isinstance(fault, dict):
-                self.events.emit("fault", t, r["a"], fault)
-            for m in r["out"]:
-                self.events.emit("message", t, r["a"], {"to": m["to"], "seq": m["seq"],
-                                                          "payload": m["payload"]})
+            fault = r.fault
+            self.events.emit("agent_stepped", t, r.agent,
+                             {"status": r.status, "messages": len(r.outbox),
+                              "fault": fault["kind"] if fault is not None else None})
+            if fault is not None:
+                self.events.emit("fault", t, r.agent, fault)
+            for m in r.outbox:
+                self.events.emit("message", t, r.agent, {"to": m.to, "seq": m.seq,
+                                                         "payload": m.payload})
         self.events.emit("step_committed", t, None, {})
 
     def _raise_for_fail(self, t: int, report: StepReport) -> None:

@@ -4,9 +4,8 @@ The scheduler commits a step by building its records and then applying them here
 rewind/fork rebuild a run by applying the journal's records here: one code path, so a
 restored run is exactly the run that wrote the journal.
 
-Record kinds (``"k"``): ``run`` (header), ``snapshot`` (a fork's starting state), ``send``
-(a message from the user), ``step`` (which agents run at step t), ``call`` (one host call),
-``agent`` (one agent's committed result), ``commit`` (step t is complete), ``warn``.
+The record kinds are the classes of ``_records``; header, call and warning records change
+nothing here.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from workbench._records import AgentResult, Commit, Record, Snapshot, StepStart, UserSend
 from workbench._types import JSON, Message
 
 USER = "@user"
@@ -84,36 +84,33 @@ def deliveries(state: RunState, selected: Sequence[str],
     return {a: boxes.get(a, [])[: max_messages[a]] for a in selected}
 
 
-def apply(state: RunState, record: Mapping[str, Any],
-          max_messages: Mapping[str, int]) -> None:
-    """Apply one journal record to ``state`` (see the module docstring for kinds)."""
-    kind = record["k"]
-    if kind == "send":
-        msg = message_from_json(record["msg"])
+def apply(state: RunState, record: Record, max_messages: Mapping[str, int]) -> None:
+    """Apply one journal record to ``state``."""
+    if isinstance(record, UserSend):
+        msg = record.as_message()
         state.pending.append(msg)
         state.user_seq = msg.seq + 1
-    elif kind == "step":
-        state.cursor = record["cursor"]
-        delivered = deliveries(state, record["run"], max_messages)
+    elif isinstance(record, StepStart):
+        state.cursor = record.cursor
+        delivered = deliveries(state, record.agents, max_messages)
         taken = {id(m) for msgs in delivered.values() for m in msgs}
         state.pending = [m for m in state.pending if id(m) not in taken]
-    elif kind == "agent":
+    elif isinstance(record, AgentResult):
         _apply_agent(state, record)
-    elif kind == "commit":
-        state.step = record["t"] + 1
+    elif isinstance(record, Commit):
+        state.step = record.step + 1
         dead = {n for n, a in state.agents.items() if a.status in ("done", "faulted")}
         state.pending = [m for m in state.pending if m.to not in dead]
-    elif kind == "snapshot":
-        fresh = RunState.from_json(state.order, record["state"])
+    elif isinstance(record, Snapshot):
+        fresh = RunState.from_json(state.order, record.state)
         state.__dict__.update(fresh.__dict__)
 
 
-def _apply_agent(state: RunState, record: Mapping[str, Any]) -> None:
-    a = state.agents[record["a"]]
-    a.state = record["state"]
-    a.status = record["status"]
-    a.infer, a.tokens = record["ctr"]
-    for out in record["out"]:
-        state.pending.append(Message(record["a"], out["seq"], record["t"], out["to"],
-                                     out.get("payload")))
-        a.seq = out["seq"] + 1
+def _apply_agent(state: RunState, record: AgentResult) -> None:
+    a = state.agents[record.agent]
+    a.state = record.state
+    a.status = record.status
+    a.infer, a.tokens = record.counters
+    for out in record.outbox:
+        state.pending.append(Message(record.agent, out.seq, record.step, out.to, out.payload))
+        a.seq = out.seq + 1
