@@ -23,6 +23,10 @@ if llama.cpp does not report the features it was built with. ``--llama-python PA
 existing interpreter that has ``llama_cpp`` instead (its flags are then unknown; its reported
 features are still printed).
 
+Both engines spin-wait for work, but llama.cpp's OpenMP threads lose far more when other
+processes take CPUs from them; the table gives the load average and flags a busy run. OpenMP
+settings in the environment (``OMP_WAIT_POLICY=passive``) reach llama.cpp only, and are shown.
+
 ``--min-decode-rows N`` measures the engine with decode steps padded to at least N rows
 (the engine's batch-invariance setting); several values are measured side by side, in
 alternating processes, the first one in the main columns.
@@ -49,6 +53,9 @@ import llama_build  # benchmarks/llama_build.py, beside this script (standard li
 PROMPT = "Write a short poem about the sea and the wind."  # 41 tokens with SmolLM2's template
 NEW_TOKENS = 128
 BATCH = 8
+# OpenMP settings the llama.cpp side inherits from the environment (onnxruntime's own thread
+# pool ignores them); shown with the results when set, e.g. OMP_WAIT_POLICY=passive.
+OMP_SETTINGS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_PROC_BIND")
 
 
 # --- llama.cpp side (runs in the separate environment: numpy and llama_cpp only) -------------
@@ -294,7 +301,8 @@ def header(build: LlamaBuild) -> str:
     flags = build.cmake_args if build.cmake_args is not None else "unknown (--llama-python)"
     return "\n".join([
         llama_build.cpu_line(),
-        f"llama.cpp: llama-cpp-python {build.version}; build flags: {flags}",
+        f"llama.cpp: llama-cpp-python {build.version}; build flags: {flags}"
+        + "".join(f"; {k}={os.environ[k]}" for k in OMP_SETTINGS if k in os.environ),
         f"llama.cpp reports: {build.system_info}",
     ])
 
@@ -351,6 +359,20 @@ def _rows_label(runs: list[dict[str, Any]], asked: int | None) -> str:
     return f"min_decode_rows {used if used is not None else 'n/a'}{default}"
 
 
+def _busy_note(load: list[float]) -> str:
+    """A warning when other work competed for the CPUs: llama.cpp's OpenMP threads spin-wait
+    at each barrier and lose far more than onnxruntime's pool when a CPU is taken from them
+    (measured: decode from ~58 down to 1-20 tok/s at a load of 4.5 on 2 CPUs; 58 with
+    OMP_WAIT_POLICY=passive), so the ratios of a busy run say little."""
+    if max(load) <= (os.cpu_count() or 1) + 0.5:
+        return ""
+    if os.environ.get("OMP_WAIT_POLICY", "").lower() == "passive":
+        return "; BUSY: other work competed for the CPUs: rerun on a quiet machine before quoting"
+    return ("; BUSY: other work competed for the CPUs, and llama.cpp's OpenMP threads "
+            "(spin-waiting) suffer far more than the engine: rerun on a quiet machine, or "
+            "with OMP_WAIT_POLICY=passive, before quoting")
+
+
 def table(opts: argparse.Namespace, build: LlamaBuild, ids: list[int],
           ours_by_rows: list[list[dict[str, Any]]], theirs: list[dict[str, Any]],
           accuracy: dict[str, dict[str, float]], load: list[float]) -> str:
@@ -371,14 +393,15 @@ def table(opts: argparse.Namespace, build: LlamaBuild, ids: list[int],
         "",
         llama_build.cpu_line(),
         f"llama.cpp: llama-cpp-python {build.version}, build flags "
-        f"{build.cmake_args if build.cmake_args is not None else 'unknown (--llama-python)'}",
+        f"{build.cmake_args if build.cmake_args is not None else 'unknown (--llama-python)'}"
+        + "".join(f"; {k}={os.environ[k]}" for k in OMP_SETTINGS if k in os.environ),
         f"llama.cpp reports: {build.system_info}",
         f"workbench: onnxruntime {onnxruntime.__version__}; variant {opts.variant}; "
         f"{_rows_label(ours, opts.min_decode_rows[0])}; threads={opts.threads}; medians of "
         f"{opts.reps} runs",
         f"prompt: {len(ids)} tokens (chat), {NEW_TOKENS} greedy tokens, end of sequence ignored",
         f"load average (1 min) before/after the runs: {load[0]:.1f}/{load[-1]:.1f} on "
-        f"{os.cpu_count()} CPUs (other work on the machine skews absolute figures)",
+        f"{os.cpu_count()} CPUs{_busy_note(load)}",
         "",
         f"| measure ({llama_build.cpu_tag()}) | workbench (ONNX) | llama.cpp | ratio |",
         "|---|---|---|---|",

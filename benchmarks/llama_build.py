@@ -129,8 +129,12 @@ def cmake_args(options: dict[str, bool]) -> str:
 
 
 def build_dir(args: str) -> Path:
-    """The cache folder of one (version, flags) build: its wheel, environment and record."""
-    key = hashlib.sha256(f"{LLAMA_CPP_VERSION}\n{args}".encode()).hexdigest()[:12]
+    """The cache folder of one (version, flags) build: its wheel, environment and record.
+    A native build (off x86) compiles for the CPU it runs on, so the CPU's flags join the key."""
+    text = f"{LLAMA_CPP_VERSION}\n{args}"
+    if "-DGGML_NATIVE=ON" in args:
+        text += "\n" + " ".join(sorted(cpu_flags()))
+    key = hashlib.sha256(text.encode()).hexdigest()[:12]
     return CACHE / f"llama-cpp-python-{LLAMA_CPP_VERSION}-{key}"
 
 
