@@ -338,28 +338,19 @@ def test_an_odd_error_message_keeps_where_it_was_raised(tmp_path: Path) -> None:
     assert record["fault"]["data"]["where"].startswith("odd_error line ")
 
 
-def _pool_agents() -> int:
-    import re
-
-    from workbench._agents import shared_pool
-
-    found = re.search(r"agents=(\d+)", repr(shared_pool()))
-    assert found is not None
-    return int(found.group(1))
-
-
-def test_closing_runs_unloads_their_agents_from_the_shared_pool(tmp_path: Path) -> None:
-    before = _pool_agents()
-    with wb.Run(seed=3, policy="parallel", journal=tmp_path / "a" / "j.wbj") as run:
-        run.add_agent("count", AGENTS / "counter.wat", capabilities=["random", "now", "log"])
-        run.connect("count", "count")
-        run.run(2)
-        with run.fork(at=0, journal=tmp_path / "b" / "j.wbj") as child:
-            child.run(2)
-            assert _pool_agents() == before + 2
-        run.step()  # the parent's agent outlives its fork's
-        assert _pool_agents() == before + 1
-    assert _pool_agents() == before
+def test_closing_runs_unloads_their_agents_from_a_shared_pool(tmp_path: Path) -> None:
+    with wb.WorkerPool(1) as pool:
+        with wb.Run(seed=3, policy="parallel", journal=tmp_path / "a" / "j.wbj",
+                    workers=pool) as run:
+            run.add_agent("count", AGENTS / "counter.wat", capabilities=["random", "now", "log"])
+            run.connect("count", "count")
+            run.run(2)
+            with run.fork(at=0, journal=tmp_path / "b" / "j.wbj") as child:
+                child.run(2)
+                assert pool.agents == 2
+            run.step()  # the parent's agent outlives its fork's
+            assert pool.agents == 1
+        assert pool.agents == 0 and not pool.closed  # the pool stays its owner's
 
 
 def test_an_engine_the_run_loaded_is_closed_with_the_last_run_using_it(

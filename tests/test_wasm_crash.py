@@ -23,7 +23,7 @@ import workbench as wb
 from tests.pool_agents import CAPS, counter_wasm, drive, marked
 from workbench._journal import read_journal
 from workbench._types import JSON, AgentIdentity, HostCalls, StepRequest, StepResult
-from workbench._wasm import _forkserver, _worker
+from workbench._wasm import _worker
 from workbench._wasm._pool import PooledWasmExecutor, WorkerPool
 from workbench.testing import FakeEngine
 
@@ -169,16 +169,16 @@ def test_a_dead_fork_server_is_started_again(tmp_path: Path) -> None:
     with WorkerPool(2, cache_dir=tmp_path) as pool:
         team = _team(pool, 4)
         expected = drive(team, 3, seed=5)
-        server = _forkserver.launcher("forkserver")
-        assert isinstance(server, _forkserver.ForkServer)
-        os.kill(server.pid, signal.SIGKILL)
+        server = pool.fork_server_pid
+        assert server is not None
+        os.kill(server, signal.SIGKILL)
 
         def kill_worker_1(t: int) -> None:
             if t == 0:
                 os.kill(pool.pids()[1], signal.SIGKILL)
 
         assert drive(team, 3, seed=5, between=kill_worker_1) == expected
-        assert _forkserver.launcher("forkserver") is not server
+        assert pool.fork_server_pid not in (None, server)
         assert pool.restarts == 1
 
 

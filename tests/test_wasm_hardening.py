@@ -34,7 +34,6 @@ from tests.wasm_hostile import (
     siblings,
     team,
 )
-from workbench._agents import shared_pool
 from workbench._wasm import _sandbox
 from workbench._wasm._pool import WorkerPool
 from workbench.errors import InvalidModule
@@ -157,10 +156,13 @@ def test_hostile_agent(name: str, tmp_path: Path, control: list[dict[str, object
     bad = HOSTILE[name]
     journals = {}
     for workers in (0, 1):
-        workers_pids = shared_pool(1).pids() if workers else []
+        pool = WorkerPool(1) if workers else None
+        workers_pids = pool.pids() if pool is not None else []
         before = _kib("self", "VmRSS") * 1024
         with peak_rss(["self", *workers_pids]) as peaks:
-            path = team(tmp_path / f"workers{workers}.wbj", bad, workers=workers)
+            path = team(tmp_path / f"workers{workers}.wbj", bad, workers=pool or 0)
+        if pool is not None:
+            pool.close()
         journals[workers] = path.read_bytes()
         in_kernel = 0 if workers else _team_memory(bad)
         assert peaks["self"] - before < BASE_RSS + in_kernel, "kernel peak RSS"

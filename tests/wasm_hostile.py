@@ -110,7 +110,8 @@ HOSTILE: dict[str, Hostile] = {
 }
 
 
-def team(path: Path, bad: Hostile | None, *, workers: int | None, steps: int = 2) -> Path:
+def team(path: Path, bad: Hostile | None, *, workers: int | wb.WorkerPool | None,
+         steps: int = 2) -> Path:
     """Run ``bad`` (if any) beside its siblings for ``steps`` steps; the journal's path."""
     with wb.Run(seed=5, policy="parallel", journal=path, workers=workers,
                 model=FakeEngine()) as run:

@@ -32,16 +32,21 @@ from workbench.errors import (
 
 if TYPE_CHECKING:
     from workbench._engine._engine import Engine, Generation
+    from workbench._wasm._pool import WorkerPool
 
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> object:
-    # The engine pulls in onnxruntime; import it only when asked for.
+    # The engine pulls in onnxruntime, the worker pool wasmtime; import them when asked for.
     if name in ("Engine", "Generation"):
         from workbench._engine import _engine
 
         return getattr(_engine, name)
+    if name == "WorkerPool":
+        from workbench._wasm._pool import WorkerPool
+
+        return WorkerPool
     raise AttributeError(f"module 'workbench' has no attribute {name!r}")
 
 
@@ -72,6 +77,7 @@ __all__ = [
     "StepReport",
     "Subscription",
     "WorkbenchError",
+    "WorkerPool",
     "__version__",
     "read_journal",
     "replay",

@@ -1,27 +1,24 @@
 """Turning what a user passes to ``run.add_agent`` into an :class:`Executor`.
 
 A callable becomes an in-process :class:`PythonAgent`; a ``.wasm``/``.wat`` path or wasm bytes
-becomes a sandboxed WebAssembly agent in the shared worker pool (or in-process with
-``workers=0``); an object with ``identity``/``step``/``close`` is used as it is.
+becomes a sandboxed WebAssembly agent in the run's worker pool (or in-process with
+``workers=0``; see ``_workers``); an object with ``identity``/``step``/``close`` is used as
+it is.
 """
 
 from __future__ import annotations
 
-import atexit
 import re
-import threading
 from pathlib import Path
 from typing import Any
 
 from workbench._python_agent import PythonAgent
 from workbench._types import Executor, Limits
+from workbench._workers import WorkerLease
 from workbench.errors import ConfigError
 
 _UNITS = {"": 1, "b": 1, "kib": 1024, "kb": 1000, "mib": 1024**2, "mb": 1000**2,
           "gib": 1024**3, "gb": 1000**3}
-
-_pool_lock = threading.Lock()
-_pool: Any = None
 
 
 def parse_bytes(value: int | str) -> int:
@@ -70,7 +67,7 @@ def stored_module(journal: str | Path, sha256: str) -> Path:
 
 
 def make_executor(name: str, agent: Any, *, limits: Limits, capabilities: tuple[str, ...],
-                  workers: int | None, wall_clock: bool = True) -> Executor:
+                  workers: WorkerLease, wall_clock: bool = True) -> Executor:
     """An executor for ``agent`` (see the module docstring). Raises ConfigError/InvalidModule.
 
     ``wall_clock=False`` (replay) runs WebAssembly steps without the ``timeout_s`` backstop:
@@ -78,12 +75,12 @@ def make_executor(name: str, agent: Any, *, limits: Limits, capabilities: tuple[
     """
     if is_wasm_source(agent):
         module = wasm_bytes(agent)
-        if workers == 0:
+        if workers.in_process:
             from workbench._wasm._local import LocalWasmExecutor
 
             return LocalWasmExecutor(module, name=name, limits=limits,
                                      capabilities=capabilities, wall_clock=wall_clock)
-        pooled: Executor = shared_pool(workers).executor(
+        pooled: Executor = workers.pool().executor(
             module, name=name, limits=limits, capabilities=capabilities, wall_clock=wall_clock)
         return pooled
     if isinstance(agent, Executor):
@@ -93,15 +90,3 @@ def make_executor(name: str, agent: Any, *, limits: Limits, capabilities: tuple[
     raise ConfigError(f"agent {name!r}: expected a step function, a .wasm/.wat path, wasm "
                       f"bytes or an Executor, got {type(agent).__name__}")
 
-
-def shared_pool(workers: int | None = None) -> Any:
-    """The process-wide worker pool, started on first use and closed at exit."""
-    global _pool
-    with _pool_lock:
-        if _pool is None or _pool.closed:
-            from workbench._cachedir import cache_root
-            from workbench._wasm._pool import WorkerPool
-
-            _pool = WorkerPool(size=workers, cache_dir=cache_root() / "modules")
-            atexit.register(_pool.close)
-        return _pool

@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workbench._agents import make_executor, stored_module
 from workbench._events import EventBus
@@ -46,7 +46,11 @@ from workbench._types import (
     StepRequest,
     StepResult,
 )
+from workbench._workers import WorkerLease
 from workbench.errors import AgentFault, ConfigError, JournalCorrupt, NondeterminismError
+
+if TYPE_CHECKING:
+    from workbench._wasm._pool import WorkerPool
 
 _FIELD_ORDER = ("k", "t", "a", "run", "cursor", "inbox", "i", "fn", "req", "res", "fault",
                 "status", "state", "out", "ctr")
@@ -102,14 +106,25 @@ class _Verifier:
 
 
 def replay(path: str | os.PathLike[str], *, agents: Mapping[str, Any] | None = None,
-           workers: int | None = 0) -> ReplayReport:
+           workers: int | WorkerPool | None = 0) -> ReplayReport:
     """Re-execute the journal at ``path``; raise NondeterminismError at the first divergence.
 
     WebAssembly agents are loaded from the ``modules/`` folder beside the journal; Python
     agents must be passed in ``agents`` (name -> step function), which also lets you try
     changed code against a recorded run. Raises JournalCorrupt for a damaged journal and
-    ConfigError when an agent's code cannot be found.
+    ConfigError when an agent's code cannot be found. ``workers`` is as in ``Run``: ``0``
+    (the default) runs WebAssembly in this process, N starts a pool of N workers that is
+    closed before this returns, and a WorkerPool is used and left open.
     """
+    pools = WorkerLease(workers)
+    try:
+        return _replay(path, dict(agents or {}), pools)
+    finally:
+        pools.release()
+
+
+def _replay(path: str | os.PathLike[str], agents: dict[str, Any], pools: WorkerLease
+            ) -> ReplayReport:
     journal = read_journal(path)
     if journal.records and journal.records[0].get("k") == "run" \
             and journal.records[0].get("v") != JOURNAL_VERSION:
@@ -121,7 +136,7 @@ def replay(path: str | os.PathLike[str], *, agents: Mapping[str, Any] | None = N
     if not records or not isinstance(records[0], RunHeader):
         raise JournalCorrupt(str(path), 0, "the first record is not a run header")
     header = records[0]
-    slots, changed = _slots(header, Path(path), dict(agents or {}), workers,
+    slots, changed = _slots(header, Path(path), agents, pools,
                             _given_timeouts(records))
     order = [s.name for s in slots]
     state = RunState.initial(order, {s.name: s.initial_state for s in slots})
@@ -203,7 +218,7 @@ def _committed(records: list[Record]) -> list[Record]:
     return records[:last]
 
 
-def _slots(header: RunHeader, journal: Path, given: dict[str, Any], workers: int | None,
+def _slots(header: RunHeader, journal: Path, given: dict[str, Any], workers: WorkerLease,
            timeouts: Mapping[str, dict[int, _GivenTimeout]],
            ) -> tuple[list[AgentSlot], list[str]]:
     slots, changed = [], []

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from workbench import _canonical
 from workbench._agents import (
@@ -54,7 +54,11 @@ from workbench._types import (
     Limits,
     Message,
 )
+from workbench._workers import WorkerLease
 from workbench.errors import ConfigError, JournalError, JournalExists, RunBusy, RunClosed
+
+if TYPE_CHECKING:
+    from workbench._wasm._pool import WorkerPool
 
 DEFAULT_MAX_STEPS = 10_000
 """``run.run()`` without ``steps=`` stops after this many steps at the latest."""
@@ -93,14 +97,18 @@ class Run:
     (a name such as ``"smollm2-135m-instruct"``, a folder, or an engine object); ``journal``
     is the journal file (default: a new folder under ``./runs``), which must not exist unless
     ``overwrite=True``, and which the run locks until ``close()``; ``workers`` sizes the
-    WebAssembly worker pool (``0`` runs modules in-process). ``concurrency`` bounds the agents
-    running at once, ``max_batch`` the inference batch; both are journaled.
+    run's own WebAssembly worker pool, started with its first WebAssembly agent and closed by
+    ``close()`` (None: one process per core; ``0`` runs modules in-process), or is a
+    :class:`~workbench.WorkerPool` to share, which the run never closes; a fork shares its
+    parent's. ``concurrency`` bounds the agents running at once, ``max_batch`` the inference
+    batch; both are journaled.
     """
 
     def __init__(self, seed: int = 0, policy: str | Policy = "round_robin", *,
                  model: str | Path | InferenceBackend | Any | None = None,
                  journal: str | os.PathLike[str] | None = None,
-                 workers: int | None = None, max_batch: int = 8, concurrency: int = 64,
+                 workers: int | WorkerPool | None = None, max_batch: int = 8,
+                 concurrency: int = 64,
                  engine_options: Mapping[str, Any] | None = None, overwrite: bool = False,
                  _parent: Mapping[str, JSON] | None = None) -> None:
         if not isinstance(seed, int) or isinstance(seed, bool):
@@ -115,6 +123,7 @@ class Run:
         self._engine_options = dict(engine_options or {})
         self._engine: InferenceBackend | None = None
         self._workers = workers
+        self._pools = WorkerLease(workers)  # the worker pool, owned or given (see _workers)
         self.max_batch = max_batch
         self.concurrency = concurrency
         self._slots: list[AgentSlot] = []
@@ -173,7 +182,7 @@ class Run:
         _check_fits_journal(lim)
         module = wasm_bytes(agent) if is_wasm_source(agent) else None  # read/assemble once
         executor = make_executor(name, agent if module is None else module, limits=lim,
-                                 capabilities=caps, workers=self._workers)
+                                 capabilities=caps, workers=self._pools)
         if module is not None:
             self._owned.append(executor)
             self._keep_module(module)
@@ -315,6 +324,7 @@ class Run:
             raise ConfigError(f"fork(agents=...) names unknown agents {unknown}")
         if self._loaded is not None:
             child._loaded = self._loaded.share()
+        child._pools = self._pools.share()  # its own lease started nothing: dropped
         try:
             for slot in self._slots:
                 code = replace.get(slot.name)
@@ -430,8 +440,9 @@ class Run:
 
     def close(self) -> None:
         """Stop a background driver, flush the journal, release threads, the WebAssembly
-        agents it loaded and an engine it loaded itself (once its forks are closed too; an
-        engine object passed as ``model`` stays the caller's). Idempotent."""
+        agents it loaded, and the worker pool and engine it started itself (once its forks
+        are closed too; a WorkerPool passed as ``workers`` or an engine object passed as
+        ``model`` stays the caller's). Idempotent."""
         if self._closed:
             return
         if self._bg is not None:
@@ -441,6 +452,7 @@ class Run:
             self._scheduler.close()
         for executor in self._owned:
             executor.close()
+        self._pools.release()  # closes the run's own pool with the last of its forks
         if self._loaded is not None:
             self._loaded.release()
         if self._writer is not None:

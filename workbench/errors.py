@@ -245,8 +245,9 @@ class FrameTooLarge(WorkbenchError, ValueError):
         self.limit = limit
         self.what = what
         super().__init__(
-            f"{what} is {size} bytes, over the worker frame limit of {limit}; "
-            "shrink the module, state or output, or raise WorkerPool(max_frame=...)"
+            f"{what} is {size} bytes, over the worker frame limit of {limit}; shrink the "
+            "module, state or output, or run the agent in a pool with larger frames: "
+            "Run(workers=wb.WorkerPool(max_frame=...))"
         )
 
 

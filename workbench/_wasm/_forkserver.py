@@ -1,8 +1,9 @@
 """Starting worker processes: a fork server that has already imported wasmtime.
 
-The kernel starts one fork server per process (lazily, restarted if it dies): a fresh Python
-interpreter that imports wasmtime and the sandbox once, then forks a worker for each request,
-in milliseconds instead of the ~70 ms a fresh interpreter needs. Unlike ``multiprocessing``'s
+Each :class:`~workbench._wasm._pool.WorkerPool` starts its own fork server (and starts it
+again if it dies, and stops it when the pool closes): a fresh Python interpreter that imports
+wasmtime and the sandbox once (about 0.2 s), then forks a worker for each request, in
+milliseconds instead of the ~70 ms a fresh interpreter needs. Unlike ``multiprocessing``'s
 forkserver it never re-imports the user's ``__main__`` (scripts need no ``if __name__`` guard)
 and a worker inherits no descriptor of the kernel but its own socket.
 
@@ -18,7 +19,6 @@ of the socket closes; workers exit when their own socket closes.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import json
 import os
@@ -31,7 +31,7 @@ import threading
 from collections import OrderedDict
 from typing import Any, Protocol
 
-__all__ = ["Launcher", "WorkerProcess", "launcher"]
+__all__ = ["ForkServer", "Launcher", "SpawnLauncher", "WorkerProcess"]
 
 PRELOAD = ("wasmtime", "workbench._wasm._worker", "workbench._wasm._sandbox")
 """Modules the fork server imports once, before forking any worker."""
@@ -81,13 +81,21 @@ class _Forked:
 
 
 class ForkServer:
-    """The kernel's handle on its fork server process."""
+    """The kernel's handle on one fork server process (its owner closes it).
+
+    ``start`` raises OSError once the server has died (``alive`` is then False): start a new
+    one."""
 
     def __init__(self) -> None:
         self._ctrl, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self._proc = _python("serve", theirs)
+        try:
+            self._proc = _python("serve", theirs)
+        except BaseException:
+            self._ctrl.close()
+            raise
+        finally:
+            theirs.close()
         self.pid = self._proc.pid
-        theirs.close()
         self._send_lock = threading.Lock()
         self._cond = threading.Condition()
         self._pids: dict[int, int] = {}
@@ -176,31 +184,6 @@ class SpawnLauncher:
 
     def start(self, sock: socket.socket, args: dict[str, Any]) -> WorkerProcess:
         return _Spawned(_python("spawned", sock, json.dumps(args)))
-
-
-_server_lock = threading.Lock()
-_server: ForkServer | None = None
-
-
-def launcher(method: str) -> Launcher:
-    """The launcher for ``"forkserver"`` (shared, restarted if it died) or ``"spawn"``."""
-    global _server
-    if method == "spawn":
-        return SpawnLauncher()
-    with _server_lock:
-        if _server is None or not _server.alive:
-            if _server is None:
-                atexit.register(_close_server)
-            else:
-                _server.close()
-            _server = ForkServer()
-        return _server
-
-
-def _close_server() -> None:
-    with _server_lock:
-        if _server is not None:
-            _server.close()
 
 
 def _python(entry: str, sock: socket.socket, *extra: str) -> subprocess.Popen[bytes]:

@@ -1,11 +1,11 @@
 """The WebAssembly worker pool: agents' steps run in worker processes, not in the kernel.
 
-A :class:`WorkerPool` keeps ``size`` worker processes (default: one per CPU core), started by
-a forkserver that has already imported wasmtime, so a worker starts in milliseconds. Agents
-are assigned to workers by the order they are added (agent *i* goes to worker *i mod size*);
-a worker hosts many agents' compiled modules and runs their steps concurrently, one thread per
-running agent. The assignment never changes a result: every step is a pure function of its
-request and host calls.
+A :class:`WorkerPool` keeps ``workers`` worker processes (default: one per CPU core), started
+by its own fork server that has already imported wasmtime, so a worker starts in milliseconds.
+Agents are assigned to workers by the order they are added (agent *i* goes to worker
+*i mod workers*); a worker hosts many agents' compiled modules and runs their steps
+concurrently, one thread per running agent. The assignment never changes a result: every
+step is a pure function of its request and host calls.
 
 Each :class:`PooledWasmExecutor` multiplexes its steps over its worker's socket with request
 ids. A reader thread per worker routes the worker's frames to the waiting ``step`` call, and
@@ -27,7 +27,9 @@ or hangs the compiler is an :class:`~workbench.errors.InvalidModule`, never a de
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import enum
 import hashlib
 import itertools
 import os
@@ -49,7 +51,7 @@ from workbench._types import (
     StepResult,
 )
 from workbench._wasm import _abi, _worker
-from workbench._wasm._forkserver import Launcher, launcher
+from workbench._wasm._forkserver import ForkServer, Launcher, SpawnLauncher
 from workbench._wasm._frames import (
     DEFAULT_MAX_FRAME,
     Frame,
@@ -329,29 +331,51 @@ class _Slot:
                 self._pool._release_bytes(module.sha256)
 
 
-class WorkerPool:
-    """Worker processes that run sandboxed WebAssembly agents.
+class _Default(enum.Enum):
+    CACHE = "the workbench cache"
 
-    ``size`` defaults to ``os.cpu_count()``. ``cache_dir`` is where compiled modules are
-    kept (None: nowhere, so a replacement worker compiles its agents' modules again).
-    ``max_crashes`` is how many times one step may crash its worker before it returns a
-    ``crashed`` fault; ``compile_timeout_s`` bounds compiling one module; ``max_frame``
-    bounds one message either way. ``start_method`` is ``"forkserver"`` (fast) or
-    ``"spawn"``. Close it (or use it as a context manager); using it after close raises
-    RunClosed.
+
+class WorkerPool:
+    """Worker processes that run sandboxed WebAssembly agents, for one run or shared by many.
+
+    A run makes its own pool (``Run(workers=N)``) and closes it in ``run.close()``; make one
+    yourself to share it between runs (``Run(workers=pool)``): a run then never closes it,
+    its agents are unloaded when the run closes, and you close the pool (or use it as a
+    context manager). Using it after ``close()`` raises RunClosed.
+
+    ``workers`` is the number of worker processes (default ``os.cpu_count()``); agent *i*
+    runs in worker *i mod workers*, each worker hosting at most MAX_AGENTS_PER_WORKER agents
+    (ConfigError past that). The workers and the pool's fork server start here, so the
+    constructor takes about 0.2 s and raises OSError if they cannot be started.
+    ``cache_dir`` is where compiled modules are kept (default: ``modules/`` in the workbench
+    cache, ``$WORKBENCH_CACHE`` or ``~/.cache/workbench``; None: nowhere, so a replacement
+    worker compiles its agents' modules again). ``max_crashes`` is how many times one step may
+    crash its worker before it returns a ``crashed`` fault; ``compile_timeout_s`` bounds
+    compiling one module (InvalidModule past it); ``max_frame`` bounds one message either way
+    (a module, a step's input or output, an infer result): a larger one raises FrameTooLarge.
+    ``start_method`` is ``"forkserver"`` (fast) or ``"spawn"`` (a fresh interpreter per
+    worker). Bad values raise ConfigError.
     """
 
-    def __init__(self, size: int | None = None, *, cache_dir: str | os.PathLike[str] | None = None,
+    def __init__(self, workers: int | None = None, *,
+                 cache_dir: str | os.PathLike[str] | _Default | None = _Default.CACHE,
                  max_crashes: int = 3, compile_timeout_s: float = COMPILE_TIMEOUT_S,
                  max_frame: int = DEFAULT_MAX_FRAME, start_method: str = "forkserver") -> None:
-        if size is None:
-            size = os.cpu_count() or 1
-        if not isinstance(size, int) or size < 1:
-            raise ConfigError(f"a worker pool needs at least one worker, got size={size!r}")
+        if workers is None:
+            workers = os.cpu_count() or 1
+        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+            raise ConfigError(f"a worker pool needs at least one worker, got workers={workers!r}")
         if max_crashes < 1:
             raise ConfigError(f"max_crashes must be at least 1, got {max_crashes}")
+        if not isinstance(max_frame, int) or max_frame < _STEP_META_ROOM + 1024:
+            raise ConfigError(f"max_frame must be an int of at least {_STEP_META_ROOM + 1024} "
+                              f"bytes, got {max_frame!r}")
         self.max_crashes = max_crashes
         self.compile_timeout_s = float(compile_timeout_s)
+        if cache_dir is _Default.CACHE:
+            from workbench._cachedir import cache_root
+
+            cache_dir = cache_root() / "modules"
         self._cache_dir = None if cache_dir is None else os.fspath(cache_dir)
         self._max_frame = max_frame
         if start_method not in ("forkserver", "spawn"):
@@ -365,9 +389,12 @@ class WorkerPool:
         self._slots: list[_Slot] = []
         self._alone: set[_Connection] = set()
         self._bytes: dict[str, tuple[bytes, int]] = {}  # sha256 -> (module, its agents)
+        self._server: ForkServer | None = None  # this pool's own, started on first use
+        self._server_lock = threading.Lock()
         self.reruns = 0
+        atexit.register(self.close)  # orderly exit for a pool nobody closed
         try:
-            for index in range(size):
+            for index in range(workers):
                 self._slots.append(_Slot(self, index))
         except BaseException:
             self.close()
@@ -387,8 +414,9 @@ class WorkerPool:
         limits = limits or Limits()
         if limits.max_input_bytes + _STEP_META_ROOM > self._max_frame:
             raise ConfigError(f"Limits(max_input_bytes={limits.max_input_bytes}) does not fit "
-                              f"this pool's frames of {self._max_frame} bytes; lower it or "
-                              "use a larger WorkerPool(max_frame=...)")
+                              f"this pool's frames of {self._max_frame} bytes; lower it, or "
+                              "run the agent in a pool with larger frames: "
+                              "Run(workers=wb.WorkerPool(max_frame=...))")
         unknown = sorted(set(capabilities) - set(HOST_CALLS))
         if unknown:
             raise ConfigError(f"unknown capabilities {unknown}; ABI v1 has {list(HOST_CALLS)}")
@@ -400,7 +428,8 @@ class WorkerPool:
         slot = self._slots[agent % len(self._slots)]
         if len(slot.modules) >= MAX_AGENTS_PER_WORKER:
             raise ConfigError(f"worker {slot.index} already hosts {MAX_AGENTS_PER_WORKER} "
-                              "agents; use a larger WorkerPool(size=...)")
+                              "agents; use more workers: Run(workers=...) or "
+                              "wb.WorkerPool(workers=...)")
         wasm = self._intern_bytes(sha, wasm)
         try:
             slot.load(_Module(agent, sha, wasm, label, capabilities))
@@ -417,6 +446,25 @@ class WorkerPool:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def alive(self) -> int:
+        """Worker processes not known to have died (0 once closed)."""
+        if self._closed:
+            return 0
+        return sum(1 for slot in self._slots if slot.conn.died is None)
+
+    @property
+    def agents(self) -> int:
+        """Agents loaded now (each run unloads its agents when it closes)."""
+        return sum(len(slot.modules) for slot in self._slots)
+
+    @property
+    def fork_server_pid(self) -> int | None:
+        """The process id of this pool's fork server (None with ``start_method="spawn"``,
+        before the first worker starts, and once closed); for diagnostics and tests."""
+        server = self._server
+        return None if server is None else server.pid
 
     @property
     def restarts(self) -> int:
@@ -450,11 +498,13 @@ class WorkerPool:
         return times
 
     def close(self) -> None:
-        """Stop every worker. Idempotent; steps in flight raise RunClosed."""
+        """Stop every worker and the fork server, and join their reader threads.
+        Idempotent; steps in flight raise RunClosed."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+        atexit.unregister(self.close)
         with self._lock:
             alone = list(self._alone)
         for conn in alone:
@@ -462,6 +512,10 @@ class WorkerPool:
         for slot in self._slots:
             with slot.lock:
                 slot.conn.close()
+        with self._server_lock:  # after the workers: it reports their exit statuses
+            server, self._server = self._server, None
+        if server is not None:
+            server.close()
 
     def __enter__(self) -> WorkerPool:
         return self
@@ -471,9 +525,8 @@ class WorkerPool:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
-        return (f"<WorkerPool {state} workers={len(self._slots)} agents="
-                f"{sum(len(s.modules) for s in self._slots)} restarts={self.restarts} "
-                f"reruns={self.reruns}>")
+        return (f"<WorkerPool {state} workers={len(self._slots)} alive={self.alive} "
+                f"agents={self.agents} restarts={self.restarts} reruns={self.reruns}>")
 
     # -- for slots and executors --------------------------------------------------------------
 
@@ -512,7 +565,20 @@ class WorkerPool:
     def _start_worker(self, index: int) -> _Connection:
         args = {"cache_dir": self._cache_dir, "max_frame": self._max_frame,
                 "sandbox": _worker.SANDBOX}
-        return _Connection(launcher(self._start_method), index, args)
+        return _Connection(self._launcher(), index, args)
+
+    def _launcher(self) -> Launcher:
+        """This pool's fork server, started (again, if it died) here. Raises RunClosed."""
+        if self._start_method == "spawn":
+            return SpawnLauncher()
+        with self._server_lock:
+            self._check_open()
+            if self._server is not None and not self._server.alive:
+                self._server.close()
+                self._server = None
+            if self._server is None:
+                self._server = ForkServer()
+            return self._server
 
 
 class PooledWasmExecutor:
