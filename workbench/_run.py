@@ -32,7 +32,9 @@ from workbench._journal import (
     read_journal,
 )
 from workbench._journal_lock import JournalClaim, claim
+from workbench._occupancy import Occupancy, holding, refuse_inside_step
 from workbench._policy import Policy, make_policy
+from workbench._python_agent import PythonAgent
 from workbench._records import (
     JOURNAL_VERSION,
     AgentSpec,
@@ -134,6 +136,7 @@ class Run:
         self._scheduler: Scheduler | None = None
         self.events = EventBus()
         self._lock = threading.RLock()
+        self._occupancy = Occupancy()  # who is stepping it now (RunBusy for anyone else)
         self._bg: _Background | None = None
         self._closed = False
         self._wrap: Callable[[Any], Any] | None = None  # testing hook (timing jitter)
@@ -202,6 +205,7 @@ class Run:
 
     # -- driving -------------------------------------------------------------------------
 
+    @holding("send")
     def send(self, to: str, payload: JSON) -> None:
         """Queue a message from the user; delivered at the next step."""
         self._check_idle("send")
@@ -219,11 +223,13 @@ class Run:
         self._writer_checked().append(record)
         apply(state, record, sched.max_messages)
 
+    @holding("step")
     def step(self) -> StepReport | None:
         """Run one step; None if no agent could run. See Scheduler.step for errors."""
         self._check_idle("step")
         return self._step()
 
+    @holding("run")
     def run(self, steps: int | None = None, *,
             until: Callable[[Run], bool] | None = None, progress: bool = False) -> RunSummary:
         """Step until no agent can run, ``steps`` steps ran, or ``until(run)`` is true
@@ -242,6 +248,7 @@ class Run:
                 sub.flush(5)
                 sub.close()
 
+    @holding("until")
     def until(self, predicate: Callable[[Run], bool], *, max_steps: int = DEFAULT_MAX_STEPS,
               ) -> RunSummary:
         """Step until ``predicate(run)`` is true (or no agent can run, or ``max_steps``).
@@ -254,14 +261,22 @@ class Run:
     def start(self, steps: int | None = None, *,
               until: Callable[[Run], bool] | None = None) -> None:
         """Drive the run from a background thread; returns at once."""
+        self._occupancy.check("start")
         self._check_idle("start")
         self._ensure_started()
         self._bg = _Background(self, steps, until)
 
-    def pause(self, timeout: float | None = 30.0) -> None:
-        """Stop the background driver at the next step boundary and wait for it."""
+    def pause(self, timeout: float | None = 30.0) -> RunSummary | None:
+        """Stop the background driver at the next step boundary and wait for it; returns
+        None. If the driver finished instead (its last step ended first), the run is idle and
+        this returns its RunSummary (or raises its error), as ``wait()`` would. TimeoutError
+        if the current step does not end within ``timeout`` seconds."""
+        refuse_inside_step("pause", self.agents)
         if self._bg is not None:
             self._bg.pause(timeout)
+            if self._bg.finished:
+                return self.wait()
+        return None
 
     def resume(self) -> None:
         """Continue a paused background driver."""
@@ -271,6 +286,7 @@ class Run:
     def wait(self, timeout: float | None = None) -> RunSummary | None:
         """Wait for the background driver to finish; re-raises its error. None on timeout.
         Once it has finished (with a summary or an error) the run is idle again."""
+        refuse_inside_step("wait", self.agents)
         if self._bg is None:
             return None
         bg = self._bg
@@ -287,6 +303,7 @@ class Run:
 
     # -- time travel -----------------------------------------------------------------------
 
+    @holding("rewind")
     def rewind(self, step: int) -> None:
         """Restore the run to the end of ``step`` (-1: before the first step), cutting the
         journal there. Messages sent after that step are gone too. A fork holds only the
@@ -299,6 +316,7 @@ class Run:
         sched.state.__dict__.update(state.__dict__)
         self.events.emit("rewound", step, None, {})
 
+    @holding("fork")
     def fork(self, *, at: int | None = None, journal: str | os.PathLike[str] | None = None,
              agents: Mapping[str, Any] | None = None) -> Run:
         """A new run that continues from the end of step ``at`` (default: now) into a new
@@ -442,9 +460,13 @@ class Run:
         """Stop a background driver, flush the journal, release threads, the WebAssembly
         agents it loaded, and the worker pool and engine it started itself (once its forks
         are closed too; a WorkerPool passed as ``workers`` or an engine object passed as
-        ``model`` stays the caller's). Idempotent."""
+        ``model`` stays the caller's). Idempotent. RunBusy from
+        inside an agent's step, or while another thread steps the run in the foreground."""
         if self._closed:
             return
+        refuse_inside_step("close the run", self.agents)
+        if self._bg is None:
+            self._occupancy.check("close the run")
         if self._bg is not None:
             self._bg.stop()
         self._closed = True
@@ -452,6 +474,9 @@ class Run:
             self._scheduler.close()
         for executor in self._owned:
             executor.close()
+        for slot in self._slots:  # the idle helper threads of bounded Python agents
+            if isinstance(slot.executor, PythonAgent):
+                slot.executor.close()
         self._pools.release()  # closes the run's own pool with the last of its forks
         if self._loaded is not None:
             self._loaded.release()
@@ -554,6 +579,7 @@ class Run:
                          self.max_batch, self.concurrency,
                          dict(self._parent) if self._parent else None)
 
+    @holding("start")  # the background driver's steps (a foreground caller holds already)
     def _step(self) -> StepReport | None:
         with self._lock:
             return self._ensure_started().step()
@@ -622,6 +648,12 @@ class _Background:
     def active(self) -> bool:
         with self._cond:
             return not self._finished and not self._paused
+
+    @property
+    def finished(self) -> bool:
+        """True once the driver has stopped stepping for good (a summary or an error)."""
+        with self._cond:
+            return self._finished
 
     @property
     def collected(self) -> bool:
