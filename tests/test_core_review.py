@@ -445,7 +445,7 @@ def test_jitter_injected_after_the_first_send_still_applies(tmp_path: Path) -> N
     seen: list[str] = []
 
     def who(state: Any, inbox: Any, host: Any) -> dict[str, Any]:
-        seen.append(type(host).__name__)
+        seen.append(type(host._host).__name__)  # inside the timeout_s bound's timed host
         return {"state": state, "outbox": [], "status": "idle"}
 
     with wb.Run(seed=1, policy="parallel", journal=tmp_path / "j.wbj") as run:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 
 import workbench as wb
 from workbench import errors
+from workbench.testing import FakeEngine
 
 
 def tick(state: Any, inbox: list[dict[str, Any]], host: Any) -> dict[str, Any]:
@@ -84,3 +86,166 @@ def test_a_fork_refuses_an_existing_journal(tmp_path: Path) -> None:
         with pytest.raises(errors.JournalExists):
             run.fork(at=1, journal=taken)
     assert taken.read_bytes() == before
+
+
+# --- 2. re-entrancy: refused at once, journal untouched ---------------------------------
+
+
+def calling(action: Any, errors_seen: list[BaseException]) -> Any:
+    """An agent that calls ``action(run)`` from inside its step and records what it raised."""
+    box: dict[str, wb.Run] = {}
+
+    def agent(state: Any, inbox: Any, host: Any) -> dict[str, Any]:
+        try:
+            action(box["run"])
+        except BaseException as exc:
+            errors_seen.append(exc)
+        return {"state": state + 1, "outbox": [], "status": "ready"}
+
+    agent.box = box  # type: ignore[attr-defined]
+    return agent
+
+
+@pytest.mark.parametrize("action", [
+    pytest.param(lambda run: run.step(), id="step"),
+    pytest.param(lambda run: run.run(2), id="run"),
+    pytest.param(lambda run: run.until(lambda r: False), id="until"),
+    pytest.param(lambda run: run.rewind(0), id="rewind"),
+    pytest.param(lambda run: run.send("a", 1), id="send"),
+    pytest.param(lambda run: run.fork(), id="fork"),
+    pytest.param(lambda run: run.close(), id="close"),
+    pytest.param(lambda run: run.start(), id="start"),
+    pytest.param(lambda run: run.pause(), id="pause"),
+    pytest.param(lambda run: run.wait(), id="wait"),
+])
+def test_driving_the_run_from_inside_a_step_is_refused_at_once(
+        tmp_path: Path, action: Any) -> None:
+    seen: list[BaseException] = []
+    agent = calling(action, seen)
+    path = tmp_path / "j.wbj"
+    with wb.Run(seed=1, journal=path) as run:
+        agent.box["run"] = run
+        run.add_agent("a", agent, state=0)
+        run.run(3)
+        assert run.state_of("a") == 3
+    assert len(seen) == 3 and all(isinstance(e, errors.RunBusy) for e in seen), seen
+    assert "agent 'a' is in its step" in str(seen[0])
+    assert "through what its step returns" in str(seen[0])
+    assert [r["t"] for r in wb.read_journal(path) if r["k"] == "commit"] == [0, 1, 2]
+    wb.replay(path, agents={"a": agent})
+
+
+def test_driving_the_run_from_a_background_step_is_refused(tmp_path: Path) -> None:
+    seen: list[BaseException] = []
+    agent = calling(lambda run: run.rewind(0), seen)
+    with wb.Run(seed=1, journal=tmp_path / "j.wbj") as run:
+        agent.box["run"] = run
+        run.add_agent("a", agent, state=0)
+        run.start(steps=2)
+        assert run.wait(10) is not None
+    assert len(seen) == 2 and all(isinstance(e, errors.RunBusy) for e in seen)
+    assert "agent 'a' is in its step" in str(seen[0])
+
+
+def test_another_thread_cannot_rewind_or_step_during_a_foreground_run(
+        tmp_path: Path) -> None:
+    inside, release = threading.Event(), threading.Event()
+
+    def held(state: Any, inbox: Any, host: Any) -> dict[str, Any]:
+        if state == 1:
+            inside.set()
+            release.wait(10)
+        return {"state": state + 1, "outbox": [], "status": "ready"}
+
+    path = tmp_path / "j.wbj"
+    with wb.Run(seed=1, journal=path) as run:
+        run.add_agent("a", held, state=0)
+        driver = threading.Thread(target=run.run, args=(4,))
+        driver.start()
+        assert inside.wait(10)
+        try:
+            for action in (lambda: run.rewind(0), run.step, lambda: run.send("a", 1),
+                           run.close):
+                with pytest.raises(errors.RunBusy, match=r"run\.run\(\) is stepping it"):
+                    action()
+        finally:
+            release.set()
+            driver.join()
+    assert [r["t"] for r in wb.read_journal(path) if r["k"] == "commit"] == [0, 1, 2, 3]
+
+
+# --- 4. a Python step that never returns is bounded by timeout_s ----------------------------
+
+
+def test_a_python_step_that_never_returns_gets_a_timeout_fault(tmp_path: Path) -> None:
+    release = threading.Event()
+    late = threading.Event()
+
+    def stuck(state: Any, inbox: Any, host: Any) -> dict[str, Any]:
+        host.log("before")
+        if state == 1:
+            release.wait()  # never returns while the run waits
+            try:
+                host.log("after the deadline")  # refused: the step was abandoned
+            finally:
+                late.set()
+        return {"state": state + 1, "outbox": [], "status": "ready"}
+
+    path = tmp_path / "j.wbj"
+    run = wb.Run(seed=1, journal=path)
+    run.add_agent("a", stuck, state=0, limits=wb.Limits(timeout_s=0.2), on_fault="restart")
+    try:
+        run.step()
+        report = run.step()
+        assert report is not None
+        fault = report.faults["a"]
+        assert (fault.kind, fault.detail, fault.data) == (
+            "timeout", "the wall-clock backstop of 0.2 s stopped the step", {"timeout_s": 0.2})
+        run.close()  # does not wait for the abandoned step
+    finally:
+        release.set()
+    assert late.wait(10)
+    records = list(wb.read_journal(path))
+    logs = [r["req"] for r in records if r["k"] == "call"]
+    assert logs == ["before", "before"]  # the late call never reached the journal
+    states = [r["state"] for r in records if r["k"] == "agent"]
+    assert states == [1, 0]  # restarted: the late result was never committed
+    wb.replay(path, agents={"a": stuck})  # the timeout is taken as given
+
+
+def test_time_inside_host_calls_is_not_the_agents(tmp_path: Path) -> None:
+    class SlowEngine(FakeEngine):
+        def infer_batch(self, requests: Any, on_token: Any = None) -> Any:
+            threading.Event().wait(0.3)  # the host's time, longer than the agent's bound
+            return super().infer_batch(requests, on_token)
+
+    def asks(state: Any, inbox: Any, host: Any) -> dict[str, Any]:
+        host.infer({"prompt": "hi", "max_tokens": 2})
+        return {"state": state + 1, "outbox": [], "status": "ready"}
+
+    with wb.Run(seed=1, journal=tmp_path / "j.wbj", model=SlowEngine()) as run:
+        run.add_agent("a", asks, state=0, limits=wb.Limits(timeout_s=0.1))
+        report = run.step()
+        assert report is not None and report.faults == {}
+        assert run.state_of("a") == 1
+
+
+# --- 5. pause() racing with the end of the run -------------------------------------------
+
+
+def test_pause_reports_that_the_run_finished(tmp_path: Path) -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    def last(state: Any, inbox: Any, host: Any) -> dict[str, Any]:
+        entered.set()
+        release.wait(10)
+        return {"state": state + 1, "outbox": [], "status": "ready"}
+
+    with wb.Run(seed=1, journal=tmp_path / "j.wbj") as run:
+        run.add_agent("a", last, state=0)
+        run.start(steps=1)
+        assert entered.wait(10)
+        release.set()  # the last step ends before or during pause(): the driver finishes
+        summary = run.pause()
+        assert isinstance(summary, wb.RunSummary) and summary.steps == 1
+        assert run.step() is not None  # the run is idle, not "busy: it has finished"

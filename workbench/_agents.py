@@ -70,8 +70,8 @@ def make_executor(name: str, agent: Any, *, limits: Limits, capabilities: tuple[
                   workers: WorkerLease, wall_clock: bool = True) -> Executor:
     """An executor for ``agent`` (see the module docstring). Raises ConfigError/InvalidModule.
 
-    ``wall_clock=False`` (replay) runs WebAssembly steps without the ``timeout_s`` backstop:
-    fuel alone bounds them, so a step that completed once completes again on any machine.
+    ``wall_clock=False`` (replay) runs steps without the ``timeout_s`` backstop (fuel alone
+    bounds WebAssembly steps), so a step that completed once completes again on any machine.
     """
     if is_wasm_source(agent):
         module = wasm_bytes(agent)
@@ -86,7 +86,7 @@ def make_executor(name: str, agent: Any, *, limits: Limits, capabilities: tuple[
     if isinstance(agent, Executor):
         return agent
     if callable(agent):
-        return PythonAgent(agent, name=name)
+        return PythonAgent(agent, name=name, timeout_s=limits.timeout_s if wall_clock else None)
     raise ConfigError(f"agent {name!r}: expected a step function, a .wasm/.wat path, wasm "
                       f"bytes or an Executor, got {type(agent).__name__}")
 

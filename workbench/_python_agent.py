@@ -12,7 +12,14 @@ A step function looks like::
 ``inbox`` is a list of ``{"from", "seq", "step", "payload"}`` dicts; the result is a dict
 with ``state`` (required), ``outbox`` (list of ``(to, payload)`` or ``{"to", "payload"}``)
 and ``status`` (``"ready"``, ``"idle"`` or ``"done"``), or a ``(state, outbox, status)`` tuple.
-An exception becomes a journaled ``fault`` at that step.
+An exception becomes a journaled ``fault`` at that step. Other keys in the result, or in an
+outbox entry given as a dict, are a ``malformed_output`` fault, as for WebAssembly agents
+(docs/abi.md).
+
+With ``timeout_s`` (``run.add_agent`` passes the agent's ``Limits.timeout_s``) a step that
+runs longer, not counting time inside host calls, gets a ``timeout`` fault and its thread is
+abandoned (see ``workbench._bounded_step``). A step function must not drive its own run:
+``run.step()`` and the like raise RunBusy when called from inside a step.
 """
 
 from __future__ import annotations
@@ -20,11 +27,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import inspect
+import threading
 import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from workbench._bounded_step import BoundedRunner
 from workbench._types import (
     JSON,
     AgentIdentity,
@@ -37,16 +46,27 @@ from workbench._types import (
 
 StepFunction = Callable[[Any, list[dict[str, JSON]], HostCalls], Any]
 
+_running = threading.local()
+
+
+def current_agent() -> str | None:
+    """The name of the agent whose Python step is running on this thread, else None."""
+    agent: str | None = getattr(_running, "agent", None)
+    return agent
+
 
 class PythonAgent:
-    """Runs ``fn(state, inbox, host)`` in the calling thread."""
+    """Runs ``fn(state, inbox, host)``: in the calling thread, or with ``timeout_s`` on a
+    helper thread bounded by it (``close()`` then releases the idle helper threads)."""
 
-    def __init__(self, fn: StepFunction, *, name: str | None = None) -> None:
+    def __init__(self, fn: StepFunction, *, name: str | None = None,
+                 timeout_s: float | None = None) -> None:
         if not callable(fn):
             raise TypeError(f"a Python agent must be callable, got {type(fn).__name__}")
         self.fn = fn
         self.name = name or getattr(fn, "__qualname__", type(fn).__name__)
         self._hash = _code_hash(fn)
+        self._runner = BoundedRunner(str(self.name), timeout_s) if timeout_s is not None else None
 
     def identity(self) -> AgentIdentity:
         return AgentIdentity(kind="python", hash=self._hash, config={"function": self.name})
@@ -55,15 +75,27 @@ class PythonAgent:
         inbox = [m.to_json() for m in request.inbox]
         for m in inbox:
             del m["to"]
-        try:  # copies: an agent that mutates its arguments must not touch host-held data
-            out = self.fn(copy.deepcopy(request.state), copy.deepcopy(inbox), host)
-        except Exception as exc:
-            return StepResult(state=request.state, fault=Fault(
-                "fault", f"{type(exc).__name__}: {exc}", {"where": _where(exc)}))
-        return parse_step_output(out)
+        # copies: an agent that mutates its arguments must not touch host-held data
+        state, inbox = copy.deepcopy(request.state), copy.deepcopy(inbox)
+
+        def call(calls: HostCalls) -> StepResult:
+            outer, _running.agent = current_agent(), request.agent
+            try:
+                out = self.fn(state, inbox, calls)
+            except Exception as exc:
+                return StepResult(state=request.state, fault=Fault(
+                    "fault", f"{type(exc).__name__}: {exc}", {"where": _where(exc)}))
+            finally:
+                _running.agent = outer
+            return parse_step_output(out)
+
+        return call(host) if self._runner is None else self._runner.run(call, host)
 
     def close(self) -> None:
-        """Nothing to release."""
+        """Release the idle helper threads of a bounded agent. Idempotent; the agent stays
+        usable."""
+        if self._runner is not None:
+            self._runner.close()
 
     def __repr__(self) -> str:
         return f"<PythonAgent {self.name} {self._hash[:12]}>"
