@@ -249,3 +249,54 @@ def test_pause_reports_that_the_run_finished(tmp_path: Path) -> None:
         summary = run.pause()
         assert isinstance(summary, wb.RunSummary) and summary.steps == 1
         assert run.step() is not None  # the run is idle, not "busy: it has finished"
+
+
+# --- 6. one output contract for Python and WebAssembly agents ----------------------------
+
+
+@pytest.mark.parametrize("output", [
+    {"state": 1, "extra": 2},
+    {"state": 1, "outbox": [{"to": "a", "payload": 1, "cc": "b"}]},
+    {"state": 1, "outbox": [{"to": "a"}]},
+    {"state": 1, "outbox": [{"to": "", "payload": 1}]},
+    {"state": 1, "status": "sleeping"},
+    {"state": 1, "outbox": {"to": "a"}},
+    {"outbox": []},
+    [1, 2],
+])
+def test_python_agents_get_the_abi_malformed_output_fault(tmp_path: Path,
+                                                            output: Any) -> None:
+    import json
+
+    from workbench._wasm._abi import decode_output
+
+    wasm = decode_output(json.dumps(output).encode(), max_output_bytes=1 << 20).fault
+    with wb.Run(seed=1, journal=tmp_path / "j.wbj") as run:
+        run.add_agent("a", lambda state, inbox, host: output, state=0)
+        report = run.step()
+    assert report is not None and wasm is not None
+    python = report.faults["a"]
+    assert (python.kind, python.detail, python.data) == (wasm.kind, wasm.detail, wasm.data)
+
+
+# --- 7. a journal of another format version says which -----------------------------------
+
+
+def test_another_magic_version_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "j.wbj"
+    data = ran(path, 1)
+    path.write_bytes(b"WBJOURNAL2\n" + data[len(b"WBJOURNAL1\n"):])
+    with pytest.raises(errors.JournalVersionError,
+                       match=r"format version 2 .*WBJOURNAL2.*reads version 1"):
+        wb.read_journal(path)
+
+
+def test_another_header_version_is_named(tmp_path: Path) -> None:
+    from workbench._journal import JournalWriter
+
+    path = tmp_path / "j.wbj"
+    with JournalWriter(path) as writer:
+        writer.append({"k": "run", "v": 2})
+    with pytest.raises(errors.JournalVersionError,
+                       match=r"format version 2 \(its run header's v\).*reads version 1"):
+        wb.read_journal(path)

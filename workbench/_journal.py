@@ -15,6 +15,9 @@ Reading distinguishes two failures:
 - anything else (a checksum mismatch, a record that is not a JSON object, a bad magic):
   :class:`~workbench.errors.JournalCorrupt` with the byte offset.
 
+A journal of another format version (its magic, or its run header's ``v``) raises
+:class:`~workbench.errors.JournalVersionError` naming both versions.
+
 Writers stage a step's records and write them with one ``write`` at commit, so a crash
 leaves at most a torn tail, and the run-level reader drops a step that has no commit record.
 """
@@ -24,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import struct
 import zlib
 from collections.abc import Iterator, Mapping
@@ -31,12 +35,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workbench import _canonical
+from workbench._records import JOURNAL_VERSION, record_from_json
 from workbench._records import Record as TypedRecord
-from workbench._records import record_from_json
 from workbench._types import JSON
-from workbench.errors import JournalCorrupt, JournalError, RecordTooLarge, RunClosed
+from workbench.errors import (
+    JournalCorrupt,
+    JournalError,
+    JournalVersionError,
+    RecordTooLarge,
+    RunClosed,
+)
 
 MAGIC = b"WBJOURNAL1\n"
+_ANY_MAGIC = re.compile(rb"WBJOURNAL(\d{1,9})(?:\n|$)")  # any version's, to name it
 _FRAME = struct.Struct("<III")
 DEFAULT_MAX_RECORD_BYTES = 16 * 1024 * 1024
 """Largest payload a record may have. Larger records raise RecordTooLarge when staged."""
@@ -103,9 +114,9 @@ def parse_journal(data: bytes, path: str = "<bytes>", *,
         if MAGIC.startswith(data):
             journal.end, journal.torn_bytes = 0, len(data)
             return journal
-        raise JournalCorrupt(path, 0, "not a workbench journal (bad magic)")
+        raise _bad_magic(data, path)
     if not data.startswith(MAGIC):
-        raise JournalCorrupt(path, 0, "not a workbench journal (bad magic)")
+        raise _bad_magic(data, path)
     pos = len(MAGIC)
     while pos < len(data):
         if not any(data[pos:pos + _FRAME.size]) and not any(data[pos:]):
@@ -119,7 +130,28 @@ def parse_journal(data: bytes, path: str = "<bytes>", *,
         journal.offsets.append(pos)
         pos += size
     journal.end = pos
+    _check_version(journal)
     return journal
+
+
+def _bad_magic(data: bytes, path: str) -> JournalError:
+    """JournalVersionError for another format version's magic, else JournalCorrupt."""
+    found = _ANY_MAGIC.match(data)
+    if found is None:
+        return JournalCorrupt(path, 0, "not a workbench journal (bad magic)")
+    ours = _ANY_MAGIC.match(MAGIC)
+    assert ours is not None
+    return JournalVersionError(path, int(found.group(1)), int(ours.group(1)),
+                               f"its magic is {found.group(0).strip().decode()}, this "
+                               f"workbench's {MAGIC.strip().decode()}")
+
+
+def _check_version(journal: Journal) -> None:
+    """JournalVersionError if the run header says another format version (its ``v``)."""
+    header = journal.records[0] if journal.records else {}
+    if header.get("k") == "run" and header.get("v", JOURNAL_VERSION) != JOURNAL_VERSION:
+        raise JournalVersionError(journal.path, header.get("v"), JOURNAL_VERSION,
+                                  "its run header's v")
 
 
 def _read_frame(data: bytes, pos: int, path: str,

@@ -107,17 +107,19 @@ class JournalInUse(JournalError, BlockingIOError):
         )
 
 
-class JournalVersionError(JournalError, ValueError):
-    """The journal was written in another format version than this workbench reads."""
+class JournalVersionError(JournalCorrupt, ConfigError):
+    """The journal was written in another format version than this workbench reads (its
+    magic, or its run header's ``v``). A JournalCorrupt at offset 0 (its bytes cannot be
+    read here) and a ConfigError (as replay has always raised for another ``v``)."""
 
     def __init__(self, path: str, found: object, supported: int, where: str) -> None:
-        self.path = path
         self.found = found
         self.supported = supported
-        super().__init__(
-            f"journal {path!r} is format version {found!r} ({where}); this workbench reads "
-            f"version {supported}: open it with the workbench version that wrote it"
-        )
+        message = (f"journal {path!r} is format version {found!r} ({where}); this workbench "
+                   f"reads version {supported}: open it with the workbench version that "
+                   "wrote it")
+        self.path, self.offset, self.reason = path, 0, message
+        JournalError.__init__(self, message)
 
 
 class RecordTooLarge(JournalError, ValueError):
