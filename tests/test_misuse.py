@@ -300,3 +300,44 @@ def test_another_header_version_is_named(tmp_path: Path) -> None:
     with pytest.raises(errors.JournalVersionError,
                        match=r"format version 2 \(its run header's v\).*reads version 1"):
         wb.read_journal(path)
+
+
+# --- 3. names and values that could never be journaled are refused, pointing at the spot ---
+
+
+@pytest.mark.parametrize("name", ["bad\ud800", "a\x00b", "line\nbreak", "a/b", "..", "@me",
+                                  "", "x" * 129])
+def test_agent_names_that_cannot_be_journaled_or_shown_are_refused(
+        tmp_path: Path, name: str) -> None:
+    with wb.Run(seed=1, journal=tmp_path / "j.wbj") as run:
+        with pytest.raises(wb.ConfigError, match="agent names are 1-128 printable"):
+            run.add_agent(name, tick, state=0)
+        run.add_agent("ok name-é", tick, state=0)  # the run still works
+        assert run.step() is not None
+
+
+def test_a_bad_state_or_payload_names_the_agent_and_the_spot(tmp_path: Path) -> None:
+    with wb.Run(seed=1, journal=tmp_path / "j.wbj") as run:
+        with pytest.raises(wb.ConfigError,
+                           match=r"add_agent\('a', state=...\): state\[\"items\"\]\[3\] is a "
+                                 r"set, not JSON"):
+            run.add_agent("a", tick, state={"items": [0, 1, 2, {3}]})
+        run.add_agent("a", tick, state=0)
+        with pytest.raises(wb.ConfigError,
+                           match=r"run.send\('a', payload\): payload\[\"t\"\] has a lone "
+                                 r"surrogate \(U\+D800\) at character 3"):
+            run.send("a", {"t": "bad\ud800"})
+        assert run.step() is not None  # nothing was journaled by the refused calls
+
+
+def test_an_output_that_is_not_json_is_a_fault_naming_the_spot(tmp_path: Path) -> None:
+    def bad(state: Any, inbox: Any, host: Any) -> dict[str, Any]:
+        return {"state": {"ok": 1}, "outbox": [("a", {"x": [1, {"s": {1}}]})]}
+
+    with wb.Run(seed=1, journal=tmp_path / "j.wbj") as run:
+        run.add_agent("a", bad, state=0)
+        report = run.step()
+    assert report is not None
+    fault = report.faults["a"]
+    assert fault.kind == "malformed_output"
+    assert fault.detail.startswith('outbox[0].payload["x"][1]["s"] is a set, not JSON')

@@ -32,6 +32,7 @@ from workbench._journal import (
     read_journal,
 )
 from workbench._journal_lock import JournalClaim, claim
+from workbench._names import check_agent_name, checked_json
 from workbench._occupancy import Occupancy, holding, refuse_inside_step
 from workbench._policy import Policy, make_policy
 from workbench._python_agent import PythonAgent
@@ -165,9 +166,7 @@ class Run:
         already started) and InvalidModule/CapabilityError (bad module).
         """
         self._check_mutable("add an agent")
-        if not isinstance(name, str) or not name or name.startswith("@") or len(name) > 128:
-            raise ConfigError(f"agent names are 1-128 characters, not starting with '@': "
-                              f"{name!r}")
+        check_agent_name(name)  # the rules: workbench/_names.py, README
         if any(s.name == name for s in self._slots):
             raise ConfigError(f"an agent named {name!r} already exists")
         caps = tuple(HOST_CALLS if capabilities is None else capabilities)
@@ -189,7 +188,8 @@ class Run:
         if module is not None:
             self._owned.append(executor)
             self._keep_module(module)
-        self._slots.append(AgentSlot(name, executor, _canonical.check_json(state), caps, lim,
+        state = checked_json(state, "state", f"add_agent({name!r}, state=...)")
+        self._slots.append(AgentSlot(name, executor, state, caps, lim,
                                      on_fault))
 
     def connect(self, sender: str, receiver: str, *, both: bool = False) -> None:
@@ -218,7 +218,8 @@ class Run:
         if waiting >= capacity:
             raise ConfigError(f"{to!r} already has {waiting} messages waiting (its max_queued "
                               f"is {capacity}); step the run so it can catch up")
-        msg = Message(USER, state.user_seq, state.step - 1, to, _canonical.check_json(payload))
+        payload = checked_json(payload, "payload", f"run.send({to!r}, payload)")
+        msg = Message(USER, state.user_seq, state.step - 1, to, payload)
         record = UserSend.of(msg)
         self._writer_checked().append(record)
         apply(state, record, sched.max_messages)

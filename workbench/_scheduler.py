@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from workbench import _canonical
 from workbench._events import EventBus
 from workbench._hostcalls import AgentCounters, InferSource, StepHost, journal_text
+from workbench._names import not_json
 from workbench._policy import AgentView, Policy
 from workbench._records import (
     AgentResult,
@@ -236,7 +237,7 @@ class Scheduler:
             state = _canonical.dumps(result.state)
             payloads = [_canonical.dumps(m.payload) for m in result.outbox]
         except (TypeError, ValueError) as exc:
-            return _fault("malformed_output", f"state or message is not plain JSON: {exc}")
+            return _fault("malformed_output", _not_json(result, exc))
         state_bytes, out_bytes = len(state), sum(len(p) for p in payloads)
         if state_bytes > limits.max_state_bytes:
             return _fault("limit", f"state is {state_bytes} bytes, over the limit of "
@@ -308,6 +309,18 @@ class Scheduler:
 class _HostView:
     calls: list[dict[str, JSON]]
     counters: AgentCounters
+
+
+def _not_json(result: StepResult, error: BaseException) -> str:
+    """Where in a step's output a value is not JSON (the state, or outbox[i].payload)."""
+    values = [(result.state, "state")] + [(m.payload, f"outbox[{i}].payload")
+                                           for i, m in enumerate(result.outbox)]
+    for value, where in values:
+        try:
+            _canonical.dumps(value)
+        except (TypeError, ValueError) as exc:
+            return f"{not_json(value, where, exc)}; a step's state and payloads are plain JSON"
+    return f"the output is not plain JSON ({error})"
 
 
 def _fault(kind: str, detail: str, data: Mapping[str, JSON] | None = None) -> StepResult:
