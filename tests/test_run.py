@@ -278,24 +278,6 @@ def test_fork_can_replace_an_agent(tmp_path: Path) -> None:
         child.close()
 
 
-def test_events_observe_without_blocking(tmp_path: Path) -> None:
-    release = threading.Event()
-    got: list[wb.Event] = []
-
-    def slow(event: wb.Event) -> None:
-        release.wait(5)
-        got.append(event)
-
-    with build(4, 1, tmp_path / "j.wbj") as run:
-        sub = run.subscribe(slow, maxsize=5)
-        run.run(30)  # finishes although the observer is stuck
-        release.set()
-        assert sub.flush(5)
-        assert sub.dropped > 0
-        assert len(got) <= 6
-        sub.close()
-
-
 def test_adding_agents_after_start_is_refused(tmp_path: Path) -> None:
     with make(tmp_path) as run:
         run.add_agent("a", echo, state=[])

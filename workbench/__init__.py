@@ -6,7 +6,14 @@
 
 from typing import TYPE_CHECKING
 
-from workbench._events import Event, Subscription
+from workbench._events import (
+    EVENT_KINDS,
+    CommittedEvent,
+    Event,
+    LiveEvent,
+    Subscription,
+    events_from_journal,
+)
 from workbench._journal import Journal, read_journal
 from workbench._policy import DAG
 from workbench._replay import ReplayReport, replay
@@ -52,9 +59,11 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "DAG",
+    "EVENT_KINDS",
     "AgentCrashed",
     "AgentFault",
     "CapabilityError",
+    "CommittedEvent",
     "ConfigError",
     "Engine",
     "Event",
@@ -65,6 +74,7 @@ __all__ = [
     "JournalCorrupt",
     "LimitExceeded",
     "Limits",
+    "LiveEvent",
     "MemoryLimitExceeded",
     "ModelLoadError",
     "NondeterminismError",
@@ -79,6 +89,7 @@ __all__ = [
     "WorkbenchError",
     "WorkerPool",
     "__version__",
+    "events_from_journal",
     "read_journal",
     "replay",
 ]

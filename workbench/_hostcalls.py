@@ -14,6 +14,7 @@ from the journal instead of an engine.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -66,6 +67,8 @@ class StepHost:
         self._running = set(agents)
         self._pending: dict[str, InferRequest] = {}
         self._results: dict[str, InferResult | BaseException] = {}
+        self._queued_at: dict[str, float] = {}  # when each pending request arrived (display)
+        self._batches = 0
         self._batching = False
         self.engine_error: BaseException | None = None
         self.hosts = {name: AgentHost(self, name) for name in agents}
@@ -89,7 +92,8 @@ class StepHost:
     def _wait_for(self, agent: str, request: InferRequest) -> InferResult:
         with self._cond:
             self._pending[agent] = request
-            self._events.emit("infer_queued", self.step, agent, {"index": request.index})
+            self._queued_at[agent] = time.monotonic()
+            self._events.emit("infer_queued", self.step, agent, {"call": request.index})
             leader = self._should_release()
         if leader:
             self._run_batches()
@@ -120,7 +124,11 @@ class StepHost:
 
     def _serve(self, chunk: list[InferRequest]) -> dict[str, InferResult | BaseException]:
         agents = [r.agent for r in chunk]
-        self._events.emit("infer_batch", self.step, None, {"agents": agents, "phase": "start"})
+        batch, self._batches = self._batches, self._batches + 1
+        started = time.monotonic()
+        queue_s = [started - self._queued_at.get(a, started) for a in agents]
+        self._events.emit("infer_batch", self.step, None,
+                          {"agents": agents, "phase": "start", "batch": batch})
         if self._engine is None:
             error = EngineFailure("this run has no model: pass Run(model=...) to use infer")
             return dict.fromkeys(agents, error)
@@ -131,14 +139,18 @@ class StepHost:
         except BaseException as exc:
             self.engine_error = exc
             return dict.fromkeys(agents, exc)
-        self._events.emit("infer_batch", self.step, None,
-                          {"agents": agents, "phase": "end",
-                           "tokens": [len(r.tokens) for r in out]})
+        timings = getattr(self._engine, "last_timings", {})
+        spans = [timings.get((r.agent, r.index), (0.0, 0.0)) for r in chunk]
+        self._events.emit("infer_batch", self.step, None, {
+            "agents": agents, "phase": "end", "batch": batch,
+            "provider": out[0].provider if out else None,
+            "tokens": [len(r.tokens) for r in out], "queue_s": queue_s,
+            "prefill_s": [p for p, _ in spans], "decode_s": [d for _, d in spans]})
         return dict(zip(agents, out, strict=True))
 
     def _on_token(self, agent: str, index: int, token: int, piece: str) -> None:
         self._events.emit("token", self.step, agent,
-                          {"index": index, "token": token, "text": piece})
+                          {"call": index, "token": token, "text": piece})
 
     # -- used by AgentHost ----------------------------------------------------------------
 
@@ -212,7 +224,6 @@ class AgentHost:
         if done is not None:
             return
         self._record({"i": i, "fn": "log", "req": text, "res": None})
-        self._sh._events.emit("log", self._sh.step, self.agent, {"text": text})
 
     def infer(self, request: Mapping[str, JSON]) -> dict[str, JSON]:
         """Generate text. Raises ValueError for a malformed request (journaled as such),

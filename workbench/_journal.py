@@ -193,9 +193,11 @@ class JournalWriter:
         self.max_record_bytes = max_record_bytes
         self._sync = sync
         self._staged: list[bytes] = []
+        self.count = 0  # records in the file
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         if append and os.path.exists(self.path):
-            end = read_journal(self.path, max_record_bytes=max_record_bytes).end
+            existing = read_journal(self.path, max_record_bytes=max_record_bytes)
+            end, self.count = existing.end, len(existing.records)
             # Unbuffered: a failed write leaves nothing in a buffer to reach the file later.
             self._file = open(self.path, "r+b", buffering=0)  # noqa: SIM115 - closed by close()
             self._file.truncate(max(end, 0))
@@ -223,11 +225,16 @@ class JournalWriter:
         """Forget records staged since the last flush (a step that will not commit)."""
         self._staged.clear()
 
-    def flush(self) -> None:
-        """Write all staged records at once. If that fails (disk full ...), the file is cut
-        back to where it was and the staged records are dropped, then JournalError is
-        raised: the journal never keeps half a step that later records would follow."""
+    def flush(self) -> list[tuple[int, int]]:
+        """Write all staged records at once; returns each one's (record index, byte offset).
+        If that fails (disk full ...), the file is cut back to where it was and the staged
+        records are dropped, then JournalError is raised: the journal never keeps half a step
+        that later records would follow."""
         self._check_open()
+        positions, offset = [], self._end
+        for i, frame in enumerate(self._staged):
+            positions.append((self.count + i, offset))
+            offset += len(frame)
         staged, self._staged = b"".join(self._staged), []
         try:
             if self._file.tell() != self._end:  # an earlier failed write left bytes
@@ -242,6 +249,8 @@ class JournalWriter:
                                "step was committed: free space (or fix the file) and step "
                                "again") from exc
         self._end += len(staged)
+        self.count += len(positions)
+        return positions
 
     def _write_all(self, data: bytes) -> None:
         view = memoryview(data)
@@ -255,15 +264,17 @@ class JournalWriter:
         self._file.truncate(self._end)
         self._file.seek(self._end)
 
-    def append(self, record: TypedRecord | Mapping[str, JSON]) -> None:
-        """Stage and flush one record."""
+    def append(self, record: TypedRecord | Mapping[str, JSON]) -> tuple[int, int]:
+        """Stage and flush one record; returns its (record index, byte offset)."""
         self.stage(record)
-        self.flush()
+        return self.flush()[0]
 
-    def truncate(self, offset: int) -> None:
-        """Cut the file to ``offset`` bytes (a record boundary), dropping what follows."""
+    def truncate(self, offset: int, count: int) -> None:
+        """Cut the file to ``offset`` bytes, the boundary after its first ``count`` records,
+        dropping what follows."""
         self._check_open()
         self._staged.clear()
+        self.count = count
         self._file.truncate(max(offset, len(MAGIC)))
         self._file.seek(0, os.SEEK_END)
         self._end = self._file.tell()

@@ -75,9 +75,11 @@ class _Verifier:
     """A Sink that compares each staged record with the journal's next record (as the JSON
     the journal holds, so a difference is named by its journal key)."""
 
-    def __init__(self, records: list[Record], start: int) -> None:
+    def __init__(self, records: list[Record], offsets: list[int], start: int) -> None:
         self.records = records
+        self.offsets = offsets
         self.pos = start
+        self._staged: list[tuple[int, int]] = []
 
     def stage(self, record: Record) -> None:
         got = record.to_json()
@@ -96,13 +98,17 @@ class _Verifier:
             raise NondeterminismError(_step_of(expected if "t" in expected else got),
                                       expected.get("a", got.get("a")), name,
                                       expected.get(name), got.get(name))
+        self._staged.append((self.pos, self.offsets[self.pos]))
         self.pos += 1
 
-    def flush(self) -> None:
-        """Nothing is written in replay."""
+    def flush(self) -> list[tuple[int, int]]:
+        """Nothing is written in replay: positions are those of the journal's records."""
+        staged, self._staged = self._staged, []
+        return staged
 
     def discard_staged(self) -> None:
         """Nothing is written in replay."""
+        self._staged.clear()
 
 
 def replay(path: str | os.PathLike[str], *, agents: Mapping[str, Any] | None = None,
@@ -142,7 +148,7 @@ def _replay(path: str | os.PathLike[str], agents: dict[str, Any], pools: WorkerL
     state = RunState.initial(order, {s.name: s.initial_state for s in slots})
     calls = _index_calls(records)
     misses: list[NondeterminismError] = []  # infer calls the journal cannot answer
-    verifier = _Verifier(records, 1)
+    verifier = _Verifier(records, journal.offsets, 1)
     # A run without a model answered infer with an error, never from the journal: so here.
     source = (lambda t: _source(calls, t, misses)) if header.engine is not None else None
     sched = Scheduler(

@@ -7,6 +7,8 @@ background thread so a notebook stays free for widgets, with ``pause()``/``resum
 
 from __future__ import annotations
 
+import bisect
+import copy
 import hashlib
 import os
 import threading
@@ -24,7 +26,15 @@ from workbench._agents import (
     stored_module,
     wasm_bytes,
 )
-from workbench._events import Event, EventBus, Subscription
+from workbench._events import (
+    Event,
+    EventBus,
+    Rewound,
+    RunFinished,
+    Subscription,
+    committed_events,
+    events_from_journal,
+)
 from workbench._journal import (
     DEFAULT_MAX_RECORD_BYTES,
     Journal,
@@ -41,6 +51,7 @@ from workbench._records import (
     AgentSpec,
     Commit,
     EngineWarning,
+    Record,
     RunHeader,
     Snapshot,
     StepStart,
@@ -221,7 +232,7 @@ class Run:
         payload = checked_json(payload, "payload", f"run.send({to!r}, payload)")
         msg = Message(USER, state.user_seq, state.step - 1, to, payload)
         record = UserSend.of(msg)
-        self._writer_checked().append(record)
+        self._write(record)
         apply(state, record, sched.max_messages)
 
     @holding("step")
@@ -313,9 +324,10 @@ class Run:
         sched = self._ensure_started()
         journal = read_journal(self._journal_path)
         offset, state = self._state_at(journal, step)
-        self._writer_checked().truncate(offset)
+        count = bisect.bisect_left(journal.offsets, offset)
+        self._writer_checked().truncate(offset, count)
         sched.state.__dict__.update(state.__dict__)
-        self.events.emit("rewound", step, None, {})
+        self.events.control(Rewound(step=step, index=count, offset=offset))
 
     @holding("fork")
     def fork(self, *, at: int | None = None, journal: str | os.PathLike[str] | None = None,
@@ -389,9 +401,12 @@ class Run:
     # -- observing -----------------------------------------------------------------------
 
     def subscribe(self, callback: Callable[[Event], None], *,
-                  kinds: tuple[str, ...] | None = None, maxsize: int = 10_000) -> Subscription:
-        """Receive events from a delivery thread (see workbench._events)."""
-        return self.events.subscribe(callback, kinds=kinds, maxsize=maxsize)
+                  kinds: Sequence[str] | None = None, maxsize: int = 10_000,
+                  since: int | None = None) -> Subscription:
+        """Receive events from a delivery thread (see workbench._events): every committed
+        event (``since=0`` also those already journaled) and, while there is room, live
+        ones. ``kinds`` picks kinds of :data:`workbench.EVENT_KINDS`."""
+        return self.events.subscribe(callback, kinds=kinds, maxsize=maxsize, since=since)
 
     @property
     def journal(self) -> JournalHandle:
@@ -420,7 +435,7 @@ class Run:
         """Engine warnings (provider fallback ...): an event now, a journal record at the
         step's commit (the provider used is also in every infer result)."""
         record = {"what": kind, **_canonical.check_json(dict(data))}
-        self.events.emit("warning", self.step_index, None, record)
+        self.events.emit("engine_notice", self.step_index, None, {"warning": record})
         if self._scheduler is not None:
             self._scheduler.warn(record)
         else:
@@ -436,11 +451,12 @@ class Run:
         return [s.name for s in self._slots]
 
     def state_of(self, agent: str) -> JSON:
-        """The agent's host-held state now. ConfigError for an unknown name."""
+        """A copy of the agent's host-held state now (changing it changes nothing in the
+        run). ConfigError for an unknown name."""
         slot = self._slot(agent)
         if self._scheduler is None:
-            return slot.initial_state
-        return self._scheduler.state.agents[agent].state
+            return copy.deepcopy(slot.initial_state)
+        return copy.deepcopy(self._scheduler.state.agents[agent].state)
 
     def status_of(self, agent: str) -> str:
         """``ready``, ``idle``, ``done`` or ``faulted``. ConfigError for an unknown name."""
@@ -475,10 +491,10 @@ class Run:
             self._scheduler.close()
         for executor in self._owned:
             executor.close()
+        self._pools.release()  # closes the run's own pool with the last of its forks
         for slot in self._slots:  # the idle helper threads of bounded Python agents
             if isinstance(slot.executor, PythonAgent):
                 slot.executor.close()
-        self._pools.release()  # closes the run's own pool with the last of its forks
         if self._loaded is not None:
             self._loaded.release()
         if self._writer is not None:
@@ -554,21 +570,27 @@ class Run:
         except BaseException:
             self._claim.release()
             raise
-        self._writer.append(header)
+        path = self._journal_path
+        self.events.catch_up = lambda start: events_from_journal(path, start=start)
+        self._write(header)
         state = RunState.initial([s.name for s in self._slots],
                                  {s.name: s.initial_state for s in self._slots})
         if snapshot is not None:
             snap = snapshot.to_json()
-            self._writer.append(Snapshot(snap))
+            self._write(Snapshot(snap))
             state = RunState.from_json(state.order, snap)
         self._scheduler = Scheduler(
             seed=self.seed, policy=self.policy, slots=self._slots, channels=self._channels,
             state=state, sink=self._writer, events=self.events, engine=engine,
             max_batch=self.max_batch, concurrency=self.concurrency, wrap=self._wrap)
         for warning in self._early_warnings:
-            self._writer.append(EngineWarning(-1, warning))
-        self.events.emit("run_started", state.step, None, {"journal": self._journal_path})
+            self._write(EngineWarning(-1, warning))
         return self._scheduler
+
+    def _write(self, record: Record) -> None:
+        """Append one record outside a step, then send its committed events."""
+        index, offset = self._writer_checked().append(record)
+        self.events.publish(committed_events(record, index, offset))
 
     def _header(self, engine: InferenceBackend | None) -> RunHeader:
         agents = tuple(AgentSpec(s.name, s.executor.identity().to_json(), s.initial_state,
@@ -601,8 +623,8 @@ class Run:
         return self._finish(RunSummary(done, "steps", self.step_index))
 
     def _finish(self, summary: RunSummary) -> RunSummary:
-        self.events.emit("run_finished", summary.next_step, None,
-                         {"reason": summary.reason, "steps": summary.steps})
+        self.events.control(RunFinished(step=summary.next_step, reason=summary.reason,
+                                        steps=summary.steps))
         return summary
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from workbench import _canonical
-from workbench._events import EventBus
+from workbench._events import EventBus, committed_events
 from workbench._hostcalls import AgentCounters, InferSource, StepHost, journal_text
 from workbench._names import not_json
 from workbench._policy import AgentView, Policy
@@ -67,7 +67,7 @@ class Sink(Protocol):
 
     def stage(self, record: Record) -> None: ...
 
-    def flush(self) -> None: ...
+    def flush(self) -> list[tuple[int, int]]: ...
 
     def discard_staged(self) -> None: ...
 
@@ -153,8 +153,12 @@ class Scheduler:
         inboxes = deliveries(self.state, selected, self.max_messages)
         step_record = StepStart(t, tuple(selected), cursor,
                                 tuple(len(inboxes[a]) for a in selected))
-        self.events.emit("step_started", t, None, {"agents": selected})
-        results, hosts = self._run_agents(t, selected, inboxes)
+        self.events.emit("step_running", t, None, {"agents": selected})
+        try:
+            results, hosts = self._run_agents(t, selected, inboxes)
+        except BaseException as exc:
+            self.events.emit("step_abandoned", t, None, {"reason": f"{type(exc).__name__}: {exc}"})
+            raise
         records: list[Record] = [step_record]
         report = StepReport(t, selected)
         queued = collections.Counter(m.to for m in self.state.pending)
@@ -171,8 +175,9 @@ class Scheduler:
             warnings, self._warnings = self._warnings, []
         records += [EngineWarning(t, w) for w in warnings]
         records.append(Commit(t))
-        self._commit(records)
-        self._emit_step(t, records)
+        positions = self._commit(records, t)
+        self.events.publish([e for r, (i, o) in zip(records, positions, strict=True)
+                             for e in committed_events(r, i, o)])
         self._raise_for_fail(t, report)
         return report
 
@@ -273,31 +278,20 @@ class Scheduler:
                     for i, m in enumerate(result.outbox))
         return AgentResult(t, name, None, result.state, result.status, out, ctr)
 
-    def _commit(self, records: list[Record]) -> None:
+    def _commit(self, records: list[Record], t: int) -> list[tuple[int, int]]:
+        """Write the step's records in one go and fold them into the state; returns each
+        record's (journal index, byte offset)."""
         try:
             for r in records:
                 self.sink.stage(r)
-        except Exception:
+            positions = self.sink.flush()
+        except BaseException as exc:
             self.sink.discard_staged()
+            self.events.emit("step_abandoned", t, None, {"reason": f"{type(exc).__name__}: {exc}"})
             raise
-        self.sink.flush()
         for r in records:
             apply(self.state, r, self.max_messages)
-
-    def _emit_step(self, t: int, records: list[Record]) -> None:
-        for r in records:
-            if not isinstance(r, AgentResult):
-                continue
-            fault = r.fault
-            self.events.emit("agent_stepped", t, r.agent,
-                             {"status": r.status, "messages": len(r.outbox),
-                              "fault": fault["kind"] if fault is not None else None})
-            if fault is not None:
-                self.events.emit("fault", t, r.agent, fault)
-            for m in r.outbox:
-                self.events.emit("message", t, r.agent, {"to": m.to, "seq": m.seq,
-                                                         "payload": m.payload})
-        self.events.emit("step_committed", t, None, {})
+        return positions
 
     def _raise_for_fail(self, t: int, report: StepReport) -> None:
         for name, fault in report.faults.items():

@@ -60,11 +60,14 @@ class Slot:
     length: int = 0  # tokens in the KV cache
     pending: int = -1  # the next token to feed
     finish: Finish | None = None
+    prefill_s: float = 0.0  # wall-clock seconds of this sequence's prefill (display only)
+    decode_s: float = 0.0  # from the group's first decode step to this sequence's last
 
     def reset(self, stream: TextStream) -> None:
         """Forget generated tokens (the group is run again on another provider)."""
         self.stream, self.tokens, self.length, self.pending, self.finish = (
             stream, [], 0, -1, None)
+        self.prefill_s = self.decode_s = 0.0
 
 
 @dataclass
@@ -157,6 +160,9 @@ class _SharedKvGroup:
         started = time.perf_counter()
         while self._compact():
             self._step()
+            now = time.perf_counter() - started
+            for slot in self.rows:
+                slot.decode_s = now
         self.ctx.stats.decode_s += time.perf_counter() - started
 
     def _bind_kv(self, binding: Any, rows: slice) -> None:
@@ -191,7 +197,8 @@ class _SharedKvGroup:
         assert last is not None
         slot.length = prompt.shape[1]
         stats = self.ctx.stats
-        stats.prefill_s += time.perf_counter() - started
+        slot.prefill_s = time.perf_counter() - started
+        stats.prefill_s += slot.prefill_s
         stats.prefill_tokens += slot.length
         _accept(self.ctx, slot, _next_token(slot, last))
 
@@ -259,9 +266,11 @@ def _run_growing(ctx: _Context, slot: Slot) -> None:
         slot.length += feed.shape[1]
         now = time.perf_counter()
         if feed.shape[1] == len(slot.prompt) and not slot.tokens:
+            slot.prefill_s = now - started
             ctx.stats.prefill_s += now - started
             ctx.stats.prefill_tokens += feed.shape[1]
         else:
+            slot.decode_s += now - started
             ctx.stats.decode_s += now - started
             ctx.stats.decode_steps += 1
             ctx.stats.decode_tokens += 1

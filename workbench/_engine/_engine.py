@@ -107,6 +107,8 @@ class Engine:
         self._last_provider = self._session.provider
         self.load_s = time.perf_counter() - started
         self.last_stats = DecodeStats()
+        self.last_timings: dict[tuple[str, int], tuple[float, float]] = {}
+        """(agent, request index) -> (prefill s, decode s) of the last infer_batch call."""
 
     # --- the InferenceBackend protocol ---------------------------------------------------
 
@@ -148,12 +150,15 @@ class Engine:
                 else:
                     ready.append((i, prepared))
             self.last_stats = DecodeStats()
+            self.last_timings = {}
             for start in range(0, len(ready), self.max_batch):
                 group = ready[start:start + self.max_batch]
                 provider = self._run(
                     [slot for _, slot in group], on_token)
                 for i, slot in group:
                     results[i] = _result(slot, provider)
+                    key = (slot.request.agent, slot.request.index)
+                    self.last_timings[key] = (slot.prefill_s, slot.decode_s)
             return [r for r in results if r is not None], self.last_stats
 
     def close(self) -> None:
