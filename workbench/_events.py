@@ -46,7 +46,7 @@ from workbench._records import (
 from workbench._types import JSON
 
 __all__ = ["EVENT_KINDS", "CommittedEvent", "Event", "EventBus", "LiveEvent", "Subscription",
-           "committed_events", "events_from_journal", "freeze"]
+           "committed_events", "events_from_journal", "freeze", "schema_table"]
 
 DEFAULT_QUEUE_SIZE = 10_000
 """Events buffered per subscription (committed events past it are caught up from the
@@ -578,3 +578,14 @@ class EventBus:
     def _remove(self, sub: Subscription) -> None:
         with self._lock:
             self._subs = tuple(s for s in self._subs if s is not sub)
+
+
+def schema_table() -> str:
+    """The event kinds and their fields as a Markdown table (docs/internals.md shows it)."""
+    rows = ["| kind | stream | class | fields |", "|---|---|---|---|"]
+    classes: tuple[type[Event], ...] = (*_COMMITTED, *_LIVE.values(), Gap)
+    for cls in classes:
+        base = _base_fields(CommittedEvent if issubclass(cls, CommittedEvent) else LiveEvent)
+        fields = ", ".join(f"`{f.name}`" for f in dataclasses.fields(cls) if f.name not in base)
+        rows.append(f"| `{cls.KIND}` | {cls.STREAM} | `{cls.__name__}` | {fields or '-'} |")
+    return "\n".join(rows)

@@ -22,7 +22,7 @@ from workbench import _canonical
 from workbench._derive import derive_u64, logical_now
 from workbench._events import EventBus
 from workbench._types import JSON, InferenceBackend, InferRequest, InferResult, Limits
-from workbench.errors import CapabilityError, WorkbenchError
+from workbench.errors import CapabilityError, EngineFailure
 
 MAX_LOG_CHARS = 16_384
 """Longest log line kept; longer text is cut and marked."""
@@ -31,10 +31,6 @@ MAX_CALLS_PER_STEP = 10_000
 
 InferSource = Callable[[str, int], dict[str, JSON]]
 """Replay: (agent, call index within the step) -> the journaled infer result."""
-
-
-class EngineFailure(WorkbenchError, RuntimeError):
-    """The engine raised while serving a batch; the step is abandoned, not committed."""
 
 
 @dataclass

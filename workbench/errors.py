@@ -305,3 +305,15 @@ class ProviderError(WorkbenchError, RuntimeError):
 def _short(value: object, limit: int = 200) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class EngineFailure(WorkbenchError, RuntimeError):
+    """The engine raised while serving a batch at the inference barrier: the step is
+    abandoned (nothing of it is committed, a ``step_abandoned`` event says so) and this is
+    raised from ``run.step()``. Its ``__cause__`` is the engine's own error; fix that (or
+    pass ``engine_options={"providers": [...]}``) and step again."""
+
+
+class HostCallFailed(WorkbenchError, RuntimeError):
+    """Inside a worker process: the kernel's host function raised, so the agent's step is
+    abandoned; the kernel re-raises the host's own exception from ``step``."""

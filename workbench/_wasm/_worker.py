@@ -34,7 +34,7 @@ from workbench._wasm._frames import (
     pack,
     unpack,
 )
-from workbench.errors import CapabilityError, InvalidModule
+from workbench.errors import CapabilityError, HostCallFailed, InvalidModule
 
 SANDBOX = "workbench._wasm._sandbox"
 """The module that compiles and runs guests (read in the kernel when a worker starts)."""
@@ -44,10 +44,6 @@ MAX_THREADS = 4096
 
 _Key = tuple[str, tuple[str, ...]]
 """(sha256 of the module, capabilities): agents with equal keys share a compiled module."""
-
-
-class HostCallFailed(RuntimeError):
-    """The kernel's host function raised; the step is abandoned (the kernel re-raises)."""
 
 
 def main(sock: socket.socket, cache_dir: str | None, max_frame: int = DEFAULT_MAX_FRAME,
