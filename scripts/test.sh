@@ -8,6 +8,6 @@ if [ "$(id -u)" = "0" ]; then
 else
     echo "not root: skipping the guest toolchain install (C and AssemblyScript agents)" >&2
 fi
-.venv/bin/ruff check workbench tests benchmarks examples
+.venv/bin/ruff check workbench tests benchmarks examples scripts
 .venv/bin/mypy
 .venv/bin/python -m pytest -q "$@"
