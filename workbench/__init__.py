@@ -6,6 +6,7 @@
 
 from typing import TYPE_CHECKING
 
+from workbench._background import RunSummary
 from workbench._events import (
     EVENT_KINDS,
     CommittedEvent,
@@ -14,10 +15,11 @@ from workbench._events import (
     Subscription,
     events_from_journal,
 )
+from workbench._export import TraceExport, events_frame, export_trace
 from workbench._journal import Journal, read_journal
 from workbench._policy import DAG
 from workbench._replay import ReplayReport, replay
-from workbench._run import Run, RunSummary
+from workbench._run import Run
 from workbench._scheduler import StepReport
 from workbench._types import Fault, Limits
 from workbench.errors import (
@@ -86,10 +88,13 @@ __all__ = [
     "RunSummary",
     "StepReport",
     "Subscription",
+    "TraceExport",
     "WorkbenchError",
     "WorkerPool",
     "__version__",
+    "events_frame",
     "events_from_journal",
+    "export_trace",
     "read_journal",
     "replay",
 ]

@@ -14,7 +14,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -26,6 +25,8 @@ from workbench._agents import (
     stored_module,
     wasm_bytes,
 )
+from workbench._background import BackgroundDriver, RunSummary
+from workbench._engine_owner import SharedEngine
 from workbench._events import (
     Event,
     EventBus,
@@ -49,16 +50,15 @@ from workbench._python_agent import PythonAgent
 from workbench._records import (
     JOURNAL_VERSION,
     AgentSpec,
-    Commit,
     EngineWarning,
     Record,
     RunHeader,
     Snapshot,
-    StepStart,
     UserSend,
 )
 from workbench._scheduler import AgentSlot, Scheduler, StepReport
 from workbench._state import USER, RunState, apply
+from workbench._timetravel import state_at
 from workbench._types import (
     HOST_CALLS,
     JSON,
@@ -76,18 +76,6 @@ if TYPE_CHECKING:
 
 DEFAULT_MAX_STEPS = 10_000
 """``run.run()`` without ``steps=`` stops after this many steps at the latest."""
-
-
-@dataclass
-class RunSummary:
-    """What ``run.run()`` did."""
-
-    steps: int  # steps run by this call
-    reason: str  # "quiescent" (no agent can run), "steps", "until", "stopped" (closed)
-    next_step: int
-
-    def __repr__(self) -> str:
-        return f"<RunSummary {self.steps} steps, stopped: {self.reason}>"
 
 
 class JournalHandle:
@@ -149,12 +137,12 @@ class Run:
         self.events = EventBus()
         self._lock = threading.RLock()
         self._occupancy = Occupancy()  # who is stepping it now (RunBusy for anyone else)
-        self._bg: _Background | None = None
+        self._bg: BackgroundDriver | None = None
         self._closed = False
         self._wrap: Callable[[Any], Any] | None = None  # testing hook (timing jitter)
         self._early_warnings: list[dict[str, JSON]] = []  # engine warnings before the header
         self._owned: list[Executor] = []  # executors this run built and so closes
-        self._loaded: _LoadedEngine | None = None  # an engine this run (or its parent) loaded
+        self._loaded: SharedEngine | None = None  # an engine this run (or its parent) loaded
 
     @property
     def _journal_path(self) -> str:
@@ -276,7 +264,7 @@ class Run:
         self._occupancy.check("start")
         self._check_idle("start")
         self._ensure_started()
-        self._bg = _Background(self, steps, until)
+        self._bg = BackgroundDriver(lambda bg: self._drive(steps, until, bg))
 
     def pause(self, timeout: float | None = 30.0) -> RunSummary | None:
         """Stop the background driver at the next step boundary and wait for it; returns
@@ -370,33 +358,13 @@ class Run:
         return child
 
     def _state_at(self, journal: Journal, step: int) -> tuple[int, RunState]:
-        """(byte offset just past step's commit, the state then)."""
+        """(byte offset just past step's commit, the state then). ConfigError for a step
+        this run does not hold."""
         sched = self._ensure_started()
-        if step < -1 or step >= sched.state.step:
-            raise ConfigError(f"step {step} is not in this run (steps 0..{sched.state.step - 1}"
-                              " have run; -1 means before the first)")
-        parent = self._parent or {"step": -1, "journal": None}
-        if -1 < step < parent["step"]:
-            raise ConfigError(f"step {step} is before this fork began (it continues from step "
-                              f"{parent['step']} of {parent['journal']!r}); rewind or fork "
-                              "the parent run for earlier steps")
-        state = RunState.initial(sched.order, {s.name: s.initial_state for s in self._slots})
-        offset = journal.offsets[1] if len(journal.offsets) > 1 else journal.end
-        for i, record in enumerate(journal.typed):
-            if isinstance(record, RunHeader):
-                continue
-            if isinstance(record, Snapshot) or (isinstance(record, EngineWarning)
-                                                and record.step == -1):
-                apply(state, record, sched.max_messages)  # the start: never cut
-                offset = _next_offset(journal, i)
-                continue
-            if step == -1 or (isinstance(record, StepStart) and record.step > step):
-                break
-            apply(state, record, sched.max_messages)
-            if isinstance(record, Commit) and record.step == step:
-                offset = _next_offset(journal, i)
-                break
-        return offset, state
+        return state_at(journal, step, next_step=sched.state.step,
+                        initial=RunState.initial(sched.order, {s.name: s.initial_state
+                                                               for s in self._slots}),
+                        max_messages=sched.max_messages, parent=self._parent)
 
     # -- observing -----------------------------------------------------------------------
 
@@ -427,7 +395,7 @@ class Run:
 
             options = {"on_event": self._engine_event, **self._engine_options}
             engine = Engine(self._model, **options)
-            self._loaded = _LoadedEngine(engine)
+            self._loaded = SharedEngine(engine)
         self._engine = engine
         return engine
 
@@ -608,7 +576,7 @@ class Run:
             return self._ensure_started().step()
 
     def _drive(self, steps: int | None, until: Callable[[Run], bool] | None,
-               bg: _Background | None) -> RunSummary:
+               bg: BackgroundDriver | None) -> RunSummary:
         limit = DEFAULT_MAX_STEPS if steps is None else steps
         done = 0
         self._ensure_started()
@@ -628,136 +596,6 @@ class Run:
         return summary
 
 
-class _LoadedEngine:
-    """An engine a run loaded itself, shared with its forks: closed with the last of them."""
-
-    def __init__(self, engine: InferenceBackend) -> None:
-        self.engine = engine
-        self._users = 1
-        self._lock = threading.Lock()
-
-    def share(self) -> _LoadedEngine:
-        with self._lock:
-            self._users += 1
-        return self
-
-    def release(self) -> None:
-        with self._lock:
-            self._users -= 1
-            last = self._users == 0
-        if last:
-            self.engine.close()
-
-
-class _Background:
-    """Steps a run from a thread; pause/resume at step boundaries."""
-
-    def __init__(self, run: Run, steps: int | None,
-                 until: Callable[[Run], bool] | None) -> None:
-        self._run = run
-        self._cond = threading.Condition()
-        self._paused = False
-        self._stopping = False
-        self._waiting_at_boundary = False
-        self._summary: RunSummary | None = None
-        self._error: BaseException | None = None
-        self._finished = False
-        self._collected = False
-        self._thread = threading.Thread(target=self._main, args=(steps, until),
-                                        name="workbench-run", daemon=True)
-        self._thread.start()
-
-    @property
-    def active(self) -> bool:
-        with self._cond:
-            return not self._finished and not self._paused
-
-    @property
-    def finished(self) -> bool:
-        """True once the driver has stopped stepping for good (a summary or an error)."""
-        with self._cond:
-            return self._finished
-
-    @property
-    def collected(self) -> bool:
-        """True once wait() has returned the driver's summary or raised its error."""
-        with self._cond:
-            return self._collected
-
-    @property
-    def parked(self) -> bool:
-        """Paused and waiting at a step boundary (not finished)."""
-        with self._cond:
-            return self._paused and self._waiting_at_boundary and not self._finished
-
-    def busy_hint(self) -> tuple[str, ...]:
-        """What a caller refused with RunBusy can do now (empty: the default advice)."""
-        with self._cond:
-            if self._finished:
-                return ("it has finished: call run.wait() to collect its result first",)
-            if self._paused:
-                if self._waiting_at_boundary:
-                    return ("it is paused: call run.resume() (then run.wait()), or run.close()",)
-                return ("it is pausing: wait for run.pause() to return, or run.close()",)
-            return ()
-
-    def _main(self, steps: int | None, until: Callable[[Run], bool] | None) -> None:
-        summary: RunSummary | None = None
-        error: BaseException | None = None
-        try:
-            summary = self._run._drive(steps, until, self)
-        except BaseException as exc:  # re-raised in wait()
-            error = exc
-        with self._cond:
-            self._summary, self._error, self._finished = summary, error, True
-            self._cond.notify_all()
-
-    def at_boundary(self) -> bool:
-        """Called between steps: blocks while paused; False when asked to stop."""
-        with self._cond:
-            while self._paused and not self._stopping:
-                self._waiting_at_boundary = True
-                self._cond.notify_all()
-                self._cond.wait()
-            self._waiting_at_boundary = False
-            return not self._stopping
-
-    def pause(self, timeout: float | None) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            self._paused = True
-            while not (self._waiting_at_boundary or self._finished):
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise TimeoutError("the current step did not finish in time; "
-                                       "it will still pause at the next boundary")
-                self._cond.wait(remaining)
-
-    def resume(self) -> None:
-        with self._cond:
-            self._paused = False
-            self._cond.notify_all()
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        self._thread.join()
-
-    def wait(self, timeout: float | None) -> RunSummary | None:
-        with self._cond:
-            if self._paused and not self._finished:
-                raise RunBusy("wait", "it is paused: call run.resume() first")
-        self._thread.join(timeout)
-        with self._cond:
-            if not self._finished:
-                return None
-            self._collected = True
-            if self._error is not None:
-                raise self._error
-            return self._summary
-
-
 _RECORD_MARGIN = 64 * 1024
 """Room in an agent's journal record for what is not its state or message payloads ..."""
 _MESSAGE_MARGIN = 200
@@ -772,10 +610,6 @@ def _check_fits_journal(limits: Limits) -> None:
         raise ConfigError(f"max_state_bytes ({limits.max_state_bytes}) plus max_output_bytes "
                           f"({limits.max_output_bytes}) must be at most {room}, what one "
                           "journal record holds; lower them")
-
-
-def _next_offset(journal: Journal, i: int) -> int:
-    return journal.offsets[i + 1] if i + 1 < len(journal.offsets) else journal.end
 
 
 def _new_run_path(seed: int) -> str:
