@@ -21,7 +21,7 @@ from engine_helpers import tiny_model
 
 import workbench as wb
 from workbench._engine._model import ModelFiles
-from workbench._events import BatchRan, Gap, StepRunning, TokenStreamed
+from workbench._events import BatchRan, Gap, StepAbandoned, StepRunning, TokenStreamed
 from workbench._records import RunHeader
 
 __all__ = ["tiny_model"]
@@ -255,3 +255,24 @@ def test_trace_of_a_model_run_with_live_batches(tmp_path: Path,
         phases = [s["name"] for s in on(doc, named[f"agent a{i}: infer requests"])]
         assert sorted(phases) == sorted(["queue", "prefill", "decode"] * asks)
     assert len(calls) == sum(e.kind == "infer_done" for e in seen)
+
+
+def test_live_batches_without_start_events_and_of_an_abandoned_step(tmp_path: Path) -> None:
+    def end(seq: int, step: int, at: float) -> BatchRan:
+        return BatchRan(step=step, seq=seq, time=at, phase="end", agents=("talker", "x"),
+                        tokens=(2, 2), queue_s=(0.5, 0.25), prefill_s=(0.1, 0.2),
+                        decode_s=(0.3, 0.4))
+
+    live = [StepRunning(step=0, seq=0, agents=("talker",)), end(1, 0, 10.0),
+            StepAbandoned(step=0, seq=2, reason="engine failed"),
+            StepRunning(step=0, seq=3, agents=("talker",)), end(4, 0, 12.0)]
+    out = tmp_path / "trace.json"
+    result = wb.export_trace(GOLDEN[-1], out, live=live)
+    doc = check_trace(out)
+    named = tracks(doc)
+    batches = on(doc, named["engine: batches"])
+    assert [b.get("args", {}).get("abandoned", False) for b in batches] == [True, False]
+    assert batches[0]["dur"] == pytest.approx(0.7e6)  # prefills + the longest decode
+    phases = on(doc, named["agent x: infer requests"])  # not in the header: a track anyway
+    assert [p["name"] for p in phases] == ["queue", "prefill", "decode"] * 2
+    assert doc["otherData"]["live_batches"] == 2 and result.dropped == 0
