@@ -154,6 +154,8 @@ def test_state_and_message_limits_are_faults(tmp_path: Path) -> None:
     assert report is not None
     assert {k: f.kind for k, f in report.faults.items()} == {
         "big": "limit", "chatty": "limit", "nan": "malformed_output"}
+    assert report.faults["big"].data == {"limit": "max_state_bytes", "value": 202, "max": 100}
+    assert report.faults["chatty"].data == {"limit": "max_messages", "value": 5, "max": 4}
 
 
 def test_ungranted_host_call_is_refused(tmp_path: Path) -> None:
@@ -311,6 +313,8 @@ def test_queue_limit_is_a_journaled_fault(tmp_path: Path) -> None:
         report = run.step()  # other: 3 more would make 6 > 5
         assert report is not None and report.faults["other"].kind == "limit"
         assert "max_queued is 5" in report.faults["other"].detail
+        assert report.faults["other"].data == {"limit": "max_queued", "value": 6, "max": 5,
+                                               "to": "sink"}
         run.step()  # sink gets what was accepted, nothing lost
         assert [entry[3] for entry in run.state_of("sink")] == [0, 1, 2]
 

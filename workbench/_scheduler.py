@@ -230,7 +230,7 @@ class Scheduler:
             if queued[to] + n > capacity:
                 return _fault("limit", f"{to!r} already has {queued[to]} messages waiting "
                               f"(its max_queued is {capacity}); wait for it to catch up",
-                              {"to": to})
+                              _limit("max_queued", queued[to] + n, capacity, to=to))
         queued.update(adding)
         return result
 
@@ -246,13 +246,16 @@ class Scheduler:
         state_bytes, out_bytes = len(state), sum(len(p) for p in payloads)
         if state_bytes > limits.max_state_bytes:
             return _fault("limit", f"state is {state_bytes} bytes, over the limit of "
-                          f"{limits.max_state_bytes}", {"bytes": state_bytes})
+                          f"{limits.max_state_bytes}",
+                          _limit("max_state_bytes", state_bytes, limits.max_state_bytes))
         if len(result.outbox) > limits.max_messages:
             return _fault("limit", f"sent {len(result.outbox)} messages, over the limit of "
-                          f"{limits.max_messages}")
+                          f"{limits.max_messages}",
+                          _limit("max_messages", len(result.outbox), limits.max_messages))
         if out_bytes > limits.max_output_bytes:
             return _fault("limit", f"messages total {out_bytes} bytes, over the limit of "
-                          f"{limits.max_output_bytes}", {"bytes": out_bytes})
+                          f"{limits.max_output_bytes}",
+                          _limit("max_output_bytes", out_bytes, limits.max_output_bytes))
         for m in result.outbox:
             if m.to not in self.slots:
                 return _fault("malformed_output", f"sent a message to unknown agent {m.to!r}")
@@ -315,6 +318,11 @@ def _not_json(result: StepResult, error: BaseException) -> str:
         except (TypeError, ValueError) as exc:
             return f"{not_json(value, where, exc)}; a step's state and payloads are plain JSON"
     return f"the output is not plain JSON ({error})"
+
+
+def _limit(name: str, value: int, maximum: int, **extra: JSON) -> dict[str, JSON]:
+    """The data of every ``limit`` fault: which limit, the value reached and the maximum."""
+    return {"limit": name, "value": value, "max": maximum, **extra}
 
 
 def _fault(kind: str, detail: str, data: Mapping[str, JSON] | None = None) -> StepResult:
