@@ -150,3 +150,21 @@ def test_batching_does_not_change_tokens_on_the_default_variant() -> None:
     with Engine(threads=2) as engine:
         for seed in range(3):
             assert_batch_invariant(engine, prompt_set(10 + seed, chat=True, max_tokens=16))
+
+
+def test_the_decode_row_floor_follows_the_row_probe(tiny_model: ModelFiles,
+                                                    wide_exact_model: ModelFiles) -> None:
+    """min_decode_rows=None takes 1 only where this CPU's one-row kernels were checked to
+    round like the batched ones; fp32-activation graphs never qualify (measured on AVX-512,
+    AVX2 and AVX alike), and an explicit value is kept."""
+    from workbench._engine._rowprobe import one_row_is_exact
+
+    with Engine(wide_exact_model, threads=2) as exact:
+        assert not one_row_is_exact(exact._session.scan.matmul_nbits, 2)
+        assert exact.min_decode_rows == 2
+    with Engine(tiny_model, threads=2) as fast:
+        probe = one_row_is_exact(fast._session.scan.matmul_nbits, 2)
+        assert fast.min_decode_rows == (1 if probe else 2)
+        assert {level for *_, level in fast._session.scan.matmul_nbits} == {4}
+    with Engine(tiny_model, threads=2, min_decode_rows=2) as forced:
+        assert forced.describe()["min_decode_rows"] == 2

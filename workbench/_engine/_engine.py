@@ -26,6 +26,7 @@ from ._cpu import cpu_info
 from ._decode import DecodeStats, Slot, run_group
 from ._model import ModelFiles
 from ._providers import EventCallback, SessionOpener, candidate_providers, default_opener
+from ._rowprobe import one_row_is_exact
 from ._sampling import SamplingParams, TextStream
 from ._session import EngineSession, ProviderRunError
 from ._tokenizer import PromptEncoder
@@ -73,10 +74,13 @@ class Engine:
     onnxruntime build offers, GPU first); ``strict_provider=True`` raises
     :class:`~workbench.errors.ProviderError` instead of falling back. ``threads`` is the fixed
     intra-op thread count and ``prefill_chunk`` (None: one pass) the prefill split.
-    ``min_decode_rows`` (default 2) pads every decode step to at least that many rows, which
-    keeps a sequence's tokens independent of its batch on every CPU; 1 is faster for a lone
-    sequence but lets onnxruntime's one-row kernels round differently (docs/engine.md). All
-    three are part of :meth:`describe` because results depend on them.
+    ``min_decode_rows`` pads every decode step to at least that many rows, which keeps a
+    sequence's tokens independent of its batch: ``None`` (default) checks at load whether
+    this CPU's one-row kernels round like the batched ones for this graph (``_rowprobe``)
+    and uses 1 if they do (about a quarter faster for a lone sequence), else 2; 2 is exact
+    everywhere; 1 without the check may let a lone sequence round differently
+    (docs/engine.md). All three are part of :meth:`describe` because results depend on
+    them.
     ``on_event(kind, data)`` receives warnings such as ``provider_fallback``; ``opener``
     opens sessions (a seam for tests that inject provider failures). Raises
     :class:`ModelLoadError` for a model that cannot be loaded and :class:`ConfigError` for
@@ -86,14 +90,13 @@ class Engine:
     def __init__(self, model: str | Path | ModelFiles = DEFAULT_MODEL, *,
                  providers: Sequence[str] | None = None, strict_provider: bool = False,
                  threads: int = 2, max_batch: int = 8, variant: str | None = None,
-                 prefill_chunk: int | None = None, min_decode_rows: int = 2,
+                 prefill_chunk: int | None = None, min_decode_rows: int | None = None,
                  on_event: EventCallback | None = None,
                  opener: SessionOpener = default_opener) -> None:
         _check_settings(threads, max_batch, prefill_chunk, min_decode_rows)
         started = time.perf_counter()
         self.files = model if isinstance(model, ModelFiles) else _resolve(model, variant)
         self.threads, self.max_batch, self.prefill_chunk = threads, max_batch, prefill_chunk
-        self.min_decode_rows = min_decode_rows
         self.strict_provider = strict_provider
         self._on_event = on_event
         self._tokenizer = _load_tokenizer(self.files)
@@ -102,6 +105,8 @@ class Engine:
             self.files.onnx_path, candidates=candidate_providers(providers, strict_provider),
             threads=threads, strict=strict_provider, opener=opener, on_event=on_event,
             vocab_hint=self.files.config.vocab_size)
+        self.min_decode_rows = (min_decode_rows if min_decode_rows is not None
+                                else self._decode_rows_floor())
         self._lock = threading.Lock()
         self._closed = False
         self._last_provider = self._session.provider
@@ -212,6 +217,14 @@ class Engine:
 
     # --- internals -----------------------------------------------------------------------
 
+    def _decode_rows_floor(self) -> int:
+        """1 when a lone row is exact here (CPU provider, every MatMulNBits configuration of
+        the graph probed), else 2. Part of describe(): it decides kernels, not tokens."""
+        if self._session.provider != "CPUExecutionProvider":
+            return 2
+        exact = one_row_is_exact(self._session.scan.matmul_nbits, self.threads)
+        return 1 if exact else 2
+
     def _check_open(self) -> None:
         if self._closed:
             raise RunClosed("engine")
@@ -281,16 +294,16 @@ class Engine:
 
 
 def _check_settings(threads: int, max_batch: int, prefill_chunk: int | None,
-                    min_decode_rows: int) -> None:
+                    min_decode_rows: int | None) -> None:
     if not 1 <= threads <= 1024:
         raise ConfigError(f"threads must be between 1 and 1024, got {threads}")
     if not 1 <= max_batch <= MAX_BATCH_LIMIT:
         raise ConfigError(f"max_batch must be between 1 and {MAX_BATCH_LIMIT}, got {max_batch}")
     if prefill_chunk is not None and prefill_chunk < 1:
         raise ConfigError(f"prefill_chunk must be None or >= 1, got {prefill_chunk}")
-    if not 1 <= min_decode_rows <= MAX_BATCH_LIMIT:
-        raise ConfigError(f"min_decode_rows must be between 1 and {MAX_BATCH_LIMIT}, got "
-                          f"{min_decode_rows} (2 keeps tokens independent of the batch)")
+    if min_decode_rows is not None and not 1 <= min_decode_rows <= MAX_BATCH_LIMIT:
+        raise ConfigError(f"min_decode_rows must be None or between 1 and {MAX_BATCH_LIMIT}, "
+                          f"got {min_decode_rows} (None checks this CPU; 2 is exact everywhere)")
 
 
 def _resolve(model: str | Path, variant: str | None) -> ModelFiles:

@@ -19,9 +19,10 @@ import onnxruntime as ort
 
 from ..errors import ModelLoadError
 from ._providers import EventCallback, OpenedSession, OrtSession, ProviderChain, SessionOpener
+from ._rowprobe import NBitsConfig
 
-__all__ = ["EngineSession", "GraphLayout", "ProviderRunError", "inspect_layout", "scan_graph",
-           "session_options"]
+__all__ = ["EngineSession", "GraphLayout", "GraphScan", "ProviderRunError", "inspect_layout",
+           "scan_graph", "session_options"]
 
 _PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
 _DTYPES: dict[str, type[np.floating[Any]]] = {"tensor(float)": np.float32,
@@ -91,19 +92,32 @@ def inspect_layout(session: OrtSession, onnx_path: Path, vocab_hint: int | None,
     dtype = _DTYPES.get(past.type)
     if dtype is None:
         raise ModelLoadError(str(onnx_path), f"unsupported KV cache type {past.type}")
-    shared = gqa if gqa is not None else scan_graph(onnx_path)
+    shared = gqa if gqa is not None else scan_graph(onnx_path).gqa
     return GraphLayout(layers, kv_heads, head_dim, dtype, vocab, "position_ids" in inputs,
                        shared)
 
 
-def scan_graph(onnx_path: Path) -> bool:
-    """Whether attention is GroupQueryAttention (a KV buffer bound as past and present).
+@dataclass(frozen=True)
+class GraphScan:
+    """What the graph itself says: GroupQueryAttention (a KV buffer bound as past and
+    present) and the configurations of its MatMulNBits nodes (see ``_rowprobe``)."""
 
-    Parses the whole graph (weights that are inside it too), so call it before opening a
-    session to keep peak memory down.
-    """
+    gqa: bool
+    matmul_nbits: frozenset[NBitsConfig]
+
+
+def scan_graph(onnx_path: Path) -> GraphScan:
+    """Parses the whole graph (weights that are inside it too), so call it before opening a
+    session to keep peak memory down."""
     model = onnx.load(str(onnx_path), load_external_data=False)
-    return any(node.op_type == "GroupQueryAttention" for node in model.graph.node)
+    configs = set()
+    for node in model.graph.node:
+        if node.op_type == "MatMulNBits":
+            a = {x.name: x.i for x in node.attribute}
+            configs.add((a.get("K", 0), a.get("N", 0), a.get("bits", 4), a.get("block_size", 32),
+                         a.get("accuracy_level", 0)))
+    return GraphScan(any(node.op_type == "GroupQueryAttention" for node in model.graph.node),
+                     frozenset(configs))
 
 
 class EngineSession:
@@ -113,14 +127,15 @@ class EngineSession:
                  strict: bool, opener: SessionOpener, on_event: EventCallback | None,
                  vocab_hint: int | None = None) -> None:
         self.threads = threads
-        gqa = scan_graph(onnx_path)  # before the session: the parsed graph is freed first
+        self.scan = scan_graph(onnx_path)  # before the session: the graph is freed first
 
         def options_for() -> ort.SessionOptions:
             return session_options(threads)
 
         self._chain = ProviderChain(onnx_path, options_for, candidates, strict=strict,
                                     opener=opener, on_event=on_event)
-        self.layout = inspect_layout(self._chain.current.session, onnx_path, vocab_hint, gqa)
+        self.layout = inspect_layout(self._chain.current.session, onnx_path, vocab_hint,
+                                     self.scan.gqa)
 
     @property
     def provider(self) -> str:
