@@ -544,9 +544,16 @@ class EventBus:
             self._subs = (*self._subs, sub)
         return sub
 
+    @property
+    def active(self) -> bool:
+        """Whether anyone subscribes (events need not be built otherwise)."""
+        return bool(self._subs)
+
     def publish(self, events: Sequence[CommittedEvent]) -> None:
         """Deliver committed events (already in the journal) to every subscription."""
         subs = self._subs
+        if not subs:
+            return
         now = time.monotonic()
         for event in events:
             stamped = dataclasses.replace(event, time=now)

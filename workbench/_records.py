@@ -89,9 +89,11 @@ class _Record(_Part):
 
 
 def _encode(value: Any) -> JSON:
+    """JSON of a field: parts become objects and tuples lists; JSON values (states,
+    payloads: already plain lists and dicts) are passed on as they are, not walked."""
     if isinstance(value, _Part):
         return value.to_json()
-    if isinstance(value, tuple | list):
+    if isinstance(value, tuple):
         return [_encode(v) for v in value]
     result: JSON = value
     return result

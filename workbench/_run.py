@@ -558,7 +558,8 @@ class Run:
     def _write(self, record: Record) -> None:
         """Append one record outside a step, then send its committed events."""
         index, offset = self._writer_checked().append(record)
-        self.events.publish(committed_events(record, index, offset))
+        if self.events.active:
+            self.events.publish(committed_events(record, index, offset))
 
     def _header(self, engine: InferenceBackend | None) -> RunHeader:
         agents = tuple(AgentSpec(s.name, s.executor.identity().to_json(), s.initial_state,

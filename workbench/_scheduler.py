@@ -176,8 +176,9 @@ class Scheduler:
         records += [EngineWarning(t, w) for w in warnings]
         records.append(Commit(t))
         positions = self._commit(records, t)
-        self.events.publish([e for r, (i, o) in zip(records, positions, strict=True)
-                             for e in committed_events(r, i, o)])
+        if self.events.active:  # a subscriber that comes later catches up from the journal
+            self.events.publish([e for r, (i, o) in zip(records, positions, strict=True)
+                                 for e in committed_events(r, i, o)])
         self._raise_for_fail(t, report)
         return report
 
