@@ -22,7 +22,7 @@ from contextlib import contextmanager
 
 from workbench._types import JSON, Fault, HostCalls, StepResult
 
-__all__ = ["BoundedRunner", "StepAbandoned", "timeout_fault"]
+__all__ = ["BoundedRunner", "StepAbandoned", "StepWatch", "TimedHost", "timeout_fault"]
 
 
 class StepAbandoned(BaseException):
@@ -36,14 +36,15 @@ def timeout_fault(timeout_s: float) -> Fault:
                  {"timeout_s": timeout_s})
 
 
-class _Watch:
-    """One step's clock: wall time minus the time spent inside host calls.
+class StepWatch:
+    """One step's clock: wall time minus the time spent inside host calls, from
+    :meth:`begin` (a step waiting for a thread has not started).
 
     Plain locks, not conditions: this hand-over is on every bounded step's path. ``_wake``
     is held until the step is done or a host call the waiter is waiting out has returned.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, started: bool = True) -> None:
         self.lock = threading.Lock()  # guards every field below
         self.done = False
         self.abandoned = False
@@ -53,9 +54,15 @@ class _Watch:
         self._wake.acquire()
         self._woken = False  # _wake was released and not yet taken back by the waiter
         self._waiting_out_call = False
-        self._start = time.monotonic()
+        self._start: float | None = time.monotonic() if started else None
         self._host_s = 0.0
         self._call_entered: float | None = None
+
+    def begin(self) -> None:
+        """The step starts running now (its clock starts)."""
+        with self.lock:
+            self._start = time.monotonic()
+            self._signal()
 
     @contextmanager
     def host_call(self) -> Iterator[None]:
@@ -93,6 +100,8 @@ class _Watch:
                     return True
                 if self._call_entered is not None:  # the host's time: wait for the call
                     self._waiting_out_call, left = True, -1.0
+                elif self._start is None:  # not started: wait for begin()
+                    left = -1.0
                 else:
                     left = timeout_s - (time.monotonic() - self._start - self._host_s)
                     if left <= 0:
@@ -108,10 +117,10 @@ class _Watch:
             self._wake.release()
 
 
-class _TimedHost:
+class TimedHost:
     """The agent's host calls, timed as the host's and fenced once the step is abandoned."""
 
-    def __init__(self, host: HostCalls, watch: _Watch) -> None:
+    def __init__(self, host: HostCalls, watch: StepWatch) -> None:
         self._host = host
         self._watch = watch
 
@@ -136,7 +145,7 @@ class _TimedHost:
             self._host.restart()
 
 
-_Job = tuple[Callable[[HostCalls], StepResult], _TimedHost, _Watch]
+_Job = tuple[Callable[[HostCalls], StepResult], TimedHost, StepWatch]
 
 
 class BoundedRunner:
@@ -152,8 +161,8 @@ class BoundedRunner:
     def run(self, step: Callable[[HostCalls], StepResult], host: HostCalls) -> StepResult:
         """``step``'s result, or a ``timeout`` fault once it used ``timeout_s`` seconds.
         A BaseException raised by ``step`` (KeyboardInterrupt ...) is re-raised here."""
-        watch = _Watch()
-        self._helper().put((step, _TimedHost(host, watch), watch))
+        watch = StepWatch()
+        self._helper().put((step, TimedHost(host, watch), watch))
         if not watch.wait(self.timeout_s):
             return StepResult(state=None, fault=timeout_fault(self.timeout_s))
         if watch.error is not None:

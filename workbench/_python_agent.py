@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
-from workbench._bounded_step import BoundedRunner
+from workbench._bounded_step import BoundedRunner, StepWatch, TimedHost
 from workbench._types import (
     JSON,
     AgentIdentity,
@@ -72,7 +72,30 @@ class PythonAgent:
     def identity(self) -> AgentIdentity:
         return AgentIdentity(kind="python", hash=self._hash, config={"function": self.name})
 
+    @property
+    def timeout_s(self) -> float | None:
+        """The step's wall-clock bound (None: unbounded)."""
+        return self._runner.timeout_s if self._runner is not None else None
+
     def step(self, request: StepRequest, host: HostCalls) -> StepResult:
+        call = self._call(request)
+        return call(host) if self._runner is None else self._runner.run(call, host)
+
+    def step_watched(self, request: StepRequest, host: HostCalls, watch: StepWatch) -> None:
+        """Run the step in this thread, on ``watch``'s clock: the caller waits on the watch
+        (``watch.wait(timeout_s)``) and may abandon the step at its bound; the outcome is
+        handed over through the watch, and dropped once abandoned. The scheduler uses this
+        so that a bounded step costs no extra thread hand-over."""
+        watch.begin()
+        result: StepResult | None = None
+        error: BaseException | None = None
+        try:
+            result = self._call(request)(TimedHost(host, watch))
+        except BaseException as exc:  # handed to the waiting caller (or dropped)
+            error = exc
+        watch.finish(result, error, lambda: None)
+
+    def _call(self, request: StepRequest) -> Callable[[HostCalls], StepResult]:
         inbox = [m.to_json() for m in request.inbox]
         for m in inbox:
             del m["to"]
@@ -90,7 +113,7 @@ class PythonAgent:
                 _running.agent = outer
             return parse_step_output(out)
 
-        return call(host) if self._runner is None else self._runner.run(call, host)
+        return call
 
     def close(self) -> None:
         """Release the idle helper threads of a bounded agent. Idempotent; the agent stays

@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from workbench import _canonical
+from workbench._bounded_step import StepWatch, timeout_fault
 from workbench._events import EventBus, committed_events
 from workbench._hostcalls import AgentCounters, InferSource, StepHost, journal_text
 from workbench._names import not_json
 from workbench._policy import AgentView, Policy
+from workbench._python_agent import PythonAgent
 from workbench._records import (
     AgentResult,
     Call,
@@ -120,9 +122,9 @@ class Scheduler:
         self.concurrency = max(1, concurrency)
         self._infer_source = infer_source
         self._wrap = wrap
+        self._pool_size = min(self.concurrency, max(1, len(slots)))
         self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=min(self.concurrency, max(1, len(slots))),
-            thread_name_prefix="workbench-agent")
+            max_workers=self._pool_size, thread_name_prefix="workbench-agent")
         self.max_messages = {s.name: s.limits.max_messages for s in slots}
         self._warnings: list[dict[str, JSON]] = []
         self._warn_lock = threading.Lock()
@@ -197,17 +199,60 @@ class Scheduler:
                 limits={n: self.slots[n].limits for n in wave}, counters=counters,
                 events=self.events,
                 infer_source=self._infer_source(t) if self._infer_source else None)
-            futures = {n: self._pool.submit(self._run_one, sh, n, t, inboxes[n]) for n in wave}
+            watches: dict[str, tuple[StepWatch, float]] = {}
+            futures: dict[str, concurrent.futures.Future[StepResult | None]] = {}
             for n in wave:
-                results[n] = futures[n].result()
+                executor = self._executor(n)
+                timeout_s = executor.timeout_s if isinstance(executor, PythonAgent) else None
+                if isinstance(executor, PythonAgent) and timeout_s is not None:
+                    watch = StepWatch(started=False)
+                    watches[n] = (watch, timeout_s)
+                    futures[n] = self._pool.submit(self._run_watched, executor, watch, sh, n, t,
+                                                   inboxes[n])
+                else:
+                    futures[n] = self._pool.submit(self._run_one, sh, n, t, inboxes[n])
+            for n in wave:
+                outcome = self._await(watches[n], sh, n) if n in watches else futures[n].result()
+                assert outcome is not None  # only bounded steps return None, through a watch
+                results[n] = outcome
                 hosts[n] = _HostView(sh.hosts[n].calls, counters[n])
             if sh.engine_error is not None:
                 raise sh.engine_error
         return results, hosts
 
+    def _executor(self, name: str) -> Executor:
+        executor = self.slots[name].executor
+        return self._wrap(executor) if self._wrap else executor
+
+    def _run_watched(self, agent: PythonAgent, watch: StepWatch, sh: StepHost, name: str,
+                     t: int, inbox: list[Any]) -> None:
+        """A bounded Python step, in this pool thread; the scheduler waits on ``watch``."""
+        request = StepRequest(name, t, self.state.agents[name].state, tuple(inbox))
+        try:
+            agent.step_watched(request, sh.hosts[name], watch)
+        finally:
+            sh.finished(name)
+
+    def _await(self, bounded: tuple[StepWatch, float], sh: StepHost, name: str) -> StepResult:
+        """The bounded step's result, or its ``timeout`` fault once it used its time (its
+        thread is then abandoned: a new pool replaces the one it holds)."""
+        watch, timeout_s = bounded
+        if not watch.wait(timeout_s):
+            sh.finished(name)  # the barrier must not wait for it
+            stuck, self._pool = self._pool, concurrent.futures.ThreadPoolExecutor(
+                max_workers=self._pool_size, thread_name_prefix="workbench-agent")
+            stuck.shutdown(wait=False)
+            return StepResult(state=None, fault=timeout_fault(timeout_s))
+        if watch.error is not None:
+            if isinstance(watch.error, Exception):  # an executor bug must not take the run down
+                return StepResult(None, fault=Fault("fault", f"{type(watch.error).__name__}: "
+                                                             f"{watch.error}"))
+            raise watch.error
+        assert watch.result is not None
+        return watch.result
+
     def _run_one(self, sh: StepHost, name: str, t: int, inbox: list[Any]) -> StepResult:
-        slot = self.slots[name]
-        executor = self._wrap(slot.executor) if self._wrap else slot.executor
+        executor = self._executor(name)
         request = StepRequest(name, t, self.state.agents[name].state, tuple(inbox))
         try:
             return executor.step(request, sh.hosts[name])
