@@ -26,6 +26,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from workbench._engine._cpu import cpu_info
+from workbench._engine._rowprobe import op_session
 
 HIDDEN, FFN, HEADS, KV_HEADS, HEAD_DIM, BLOCK = 576, 1536, 9, 3, 64, 32
 BATCHES = (1, 2, 3, 5, 8, 16)
@@ -34,15 +35,7 @@ Run = Callable[[np.ndarray], np.ndarray]
 
 def session(nodes: list, inputs: list, outputs: list, inits: list, threads: int
             ) -> ort.InferenceSession:
-    graph = helper.make_graph(nodes, "probe", inputs, outputs, initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
-                                                    helper.make_opsetid("com.microsoft", 1)])
-    model.ir_version = 9
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), options,
-                                providers=["CPUExecutionProvider"])
+    return op_session(nodes, inputs, outputs, inits, threads)
 
 
 def floats(name: str, dims: list) -> object:

@@ -4,6 +4,7 @@ gap markers); observers get read-only copies and cannot change a run."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +44,21 @@ def test_a_subscriber_sees_exactly_the_stream_rebuilt_from_the_journal(tmp_path:
     assert any(isinstance(e, LiveEvent) for e in seen)  # live events came too
 
 
-def test_a_stuck_subscriber_with_a_queue_of_one_catches_up_without_losing_any(
-        tmp_path: Path) -> None:
+def stuck_recorder() -> tuple[threading.Event, list[wb.Event], Callable[[wb.Event], None]]:
+    """(release, received, callback): the callback blocks until ``release`` is set."""
     release = threading.Event()
     got: list[wb.Event] = []
 
     def slow(event: wb.Event) -> None:
         release.wait(10)
         got.append(event)
+
+    return release, got, slow
+
+
+def test_a_stuck_subscriber_with_a_queue_of_one_catches_up_without_losing_any(
+        tmp_path: Path) -> None:
+    release, got, slow = stuck_recorder()
 
     with build(4, 1, tmp_path / "j.wbj") as run:
         sub = run.subscribe(slow, maxsize=1, since=0,
@@ -64,12 +72,7 @@ def test_a_stuck_subscriber_with_a_queue_of_one_catches_up_without_losing_any(
 
 
 def test_live_events_are_dropped_with_a_gap_marker_and_numbered(tmp_path: Path) -> None:
-    release = threading.Event()
-    got: list[wb.Event] = []
-
-    def slow(event: wb.Event) -> None:
-        release.wait(10)
-        got.append(event)
+    release, got, slow = stuck_recorder()
 
     with build(4, 1, tmp_path / "j.wbj") as run:
         sub = run.subscribe(slow, maxsize=2, kinds=("step_running", "gap"))

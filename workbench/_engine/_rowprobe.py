@@ -15,13 +15,14 @@ was measured to be row-invariant on every instruction set (``benchmarks/invarian
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-__all__ = ["NBitsConfig", "one_row_is_exact"]
+__all__ = ["NBitsConfig", "one_row_is_exact", "op_session"]
 
 NBitsConfig = tuple[int, int, int, int, int]
 """(K, N, bits, block_size, accuracy_level) of one MatMulNBits node."""
@@ -42,6 +43,21 @@ def one_row_is_exact(configs: Iterable[NBitsConfig], threads: int) -> bool:
         return False
 
 
+def op_session(nodes: Sequence[Any], inputs: Sequence[Any], outputs: Sequence[Any],
+               initializers: Sequence[Any], threads: int) -> ort.InferenceSession:
+    """A CPU session of a small graph of ``nodes`` (ONNX opset 17 and com.microsoft)."""
+    graph = helper.make_graph(list(nodes), "probe", list(inputs), list(outputs),
+                              initializer=list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 9
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), options,
+                                providers=["CPUExecutionProvider"])
+
+
 def _agrees(config: NBitsConfig, threads: int, rng: np.random.Generator) -> bool:
     k, n, bits, block, level = config
     n = min(n, _MAX_N)
@@ -50,18 +66,10 @@ def _agrees(config: NBitsConfig, threads: int, rng: np.random.Generator) -> bool
     scales = (rng.random(n * blocks, dtype=np.float32) * 0.02).astype(np.float32)
     node = helper.make_node("MatMulNBits", ["x", "w", "s"], ["y"], domain="com.microsoft",
                             K=k, N=n, bits=bits, block_size=block, accuracy_level=level)
-    graph = helper.make_graph(
-        [node], "row-probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["M", k])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["M", n])],
-        initializer=[numpy_helper.from_array(weights, "w"), numpy_helper.from_array(scales, "s")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
-                                                    helper.make_opsetid("com.microsoft", 1)])
-    model.ir_version = 9
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
+    session = op_session([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["M", k])],
+                         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["M", n])],
+                         [numpy_helper.from_array(weights, "w"),
+                          numpy_helper.from_array(scales, "s")], threads)
     rows = rng.standard_normal((_ROWS + 1, k)).astype(np.float32)
     for i in range(_ROWS):
         alone = session.run(None, {"x": rows[i:i + 1]})[0][0]
