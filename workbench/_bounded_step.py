@@ -17,8 +17,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from workbench._types import JSON, Fault, HostCalls, StepResult
 
@@ -64,21 +64,21 @@ class StepWatch:
             self._start = time.monotonic()
             self._signal()
 
-    @contextmanager
-    def host_call(self) -> Iterator[None]:
+    def enter_call(self) -> float:
+        """A host call begins (its time is the host's); StepAbandoned once abandoned."""
         with self.lock:
             if self.abandoned:
                 raise StepAbandoned("this step was stopped by its timeout_s")
             self._call_entered = entered = time.monotonic()
-        try:
-            yield
-        finally:
-            with self.lock:
-                self._host_s += time.monotonic() - entered
-                self._call_entered = None
-                if self._waiting_out_call:
-                    self._waiting_out_call = False
-                    self._signal()
+        return entered
+
+    def leave_call(self, entered: float) -> None:
+        with self.lock:
+            self._host_s += time.monotonic() - entered
+            self._call_entered = None
+            if self._waiting_out_call:
+                self._waiting_out_call = False
+                self._signal()
 
     def finish(self, result: StepResult | None, error: BaseException | None,
                before: Callable[[], None]) -> bool:
@@ -124,25 +124,28 @@ class TimedHost:
         self._host = host
         self._watch = watch
 
+    def _timed(self, call: Callable[..., Any], *args: Any) -> Any:
+        entered = self._watch.enter_call()
+        try:
+            return call(*args)
+        finally:
+            self._watch.leave_call(entered)
+
     def infer(self, request: Mapping[str, JSON]) -> dict[str, JSON]:
-        with self._watch.host_call():
-            return self._host.infer(request)
+        result: dict[str, JSON] = self._timed(self._host.infer, request)
+        return result
 
     def log(self, text: str) -> None:
-        with self._watch.host_call():
-            self._host.log(text)
+        self._timed(self._host.log, text)
 
     def random(self) -> int:
-        with self._watch.host_call():
-            return self._host.random()
+        return int(self._timed(self._host.random))
 
     def now(self) -> int:
-        with self._watch.host_call():
-            return self._host.now()
+        return int(self._timed(self._host.now))
 
     def restart(self) -> None:
-        with self._watch.host_call():
-            self._host.restart()
+        self._timed(self._host.restart)
 
 
 _Job = tuple[Callable[[HostCalls], StepResult], TimedHost, StepWatch]

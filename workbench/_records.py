@@ -94,7 +94,8 @@ def _encode(value: Any) -> JSON:
     if isinstance(value, _Part):
         return value.to_json()
     if isinstance(value, tuple):
-        return [_encode(v) for v in value]
+        return [v.to_json() if isinstance(v, _Part) else list(v) if isinstance(v, tuple) else v
+                for v in value]
     result: JSON = value
     return result
 
