@@ -1,7 +1,10 @@
 """A wall-clock bound for in-process (Python) steps: ``Limits.timeout_s``.
 
-Python cannot stop a thread, so a bounded step runs on a helper thread while the caller waits
-for it. The bound counts the agent's own time only: time inside host calls (an ``infer``
+Python cannot stop a thread, so a bounded step runs on another thread than the one that
+waits for it: in a run, the scheduler's own pool thread runs it and the scheduler waits on its
+:class:`StepWatch` (``PythonAgent.step_watched``; at the bound the pool thread is given up
+and a new pool takes over); a ``PythonAgent`` stepped directly uses a helper thread
+(:class:`BoundedRunner`). The bound counts the agent's own time only: time inside host calls (an ``infer``
 waiting for the batch, a slow host) is the host's, as for WebAssembly agents. When the agent
 has used ``timeout_s`` seconds the caller gets a ``timeout`` fault at once and the helper
 thread is **abandoned**: it runs on until the function returns, its result is dropped, and
