@@ -7,8 +7,9 @@ and a new pool takes over); a ``PythonAgent`` stepped directly uses a helper thr
 (:class:`BoundedRunner`). The bound counts the agent's own time only: time inside host calls
 (an ``infer`` waiting for the batch, a slow host) is the host's, as for WebAssembly agents.
 When the agent has used ``timeout_s`` seconds the caller gets a ``timeout`` fault at once and
-the step's thread is **abandoned**: it runs on until the function returns, its result is dropped, and
-its next host call raises :class:`StepAbandoned` (so nothing it does reaches the journal).
+the step's thread is **abandoned**: it runs on until the function returns, its result is
+dropped, and its next host call raises :class:`StepAbandoned` (so nothing it does reaches the
+journal).
 A step is only abandoned between host calls, so the calls journaled for it are exactly those
 it made before the deadline, which is what replay repeats (see ``workbench._replay``).
 
