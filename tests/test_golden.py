@@ -57,3 +57,11 @@ def test_the_golden_journals_cover_faults_forks_and_both_agent_kinds() -> None:
               if isinstance(r, AgentResult) and r.fault}
     assert {"out_of_fuel", "fault"} <= faults
     assert records["fork.wbj"][0].parent is not None  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("name", make_golden.JOURNALS)
+def test_each_records_fast_json_is_its_schemas_json(name: str) -> None:
+    """The hot record kinds write their JSON directly; it must be the SCHEMA's, key for key."""
+    journal = wb.read_journal(GOLDEN / name)
+    for raw, record in zip(journal.records, journal.typed, strict=True):
+        assert record.to_json() == record.schema_json() == raw

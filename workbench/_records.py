@@ -59,6 +59,11 @@ class _Part:
     SCHEMA: ClassVar[tuple[tuple[str, str, str, Check], ...]]
 
     def to_json(self) -> dict[str, JSON]:
+        return self.schema_json()
+
+    def schema_json(self) -> dict[str, JSON]:
+        """The JSON object as the SCHEMA describes it (the hot record kinds write the same
+        object directly in ``to_json``; a test keeps the two equal)."""
         return {key: _encode(getattr(self, name)) for name, key, _, _ in self.SCHEMA}
 
     @classmethod
@@ -81,7 +86,10 @@ class _Record(_Part):
     DOC: ClassVar[str]
 
     def to_json(self) -> dict[str, JSON]:
-        return {"k": self.KIND, **super().to_json()}
+        return self.schema_json()
+
+    def schema_json(self) -> dict[str, JSON]:
+        return {"k": self.KIND, **super().schema_json()}
 
     @classmethod
     def _fields_of(cls, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -238,6 +246,10 @@ class StepStart(_Record):
     cursor: int
     inbox: tuple[int, ...]
 
+    def to_json(self) -> dict[str, JSON]:
+        return {"k": "step", "t": self.step, "run": list(self.agents), "cursor": self.cursor,
+                "inbox": list(self.inbox)}
+
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> StepStart:
         values = cls._fields_of(data)
@@ -262,6 +274,10 @@ class Call(_Record):
     fn: str
     request: JSON
     result: JSON
+
+    def to_json(self) -> dict[str, JSON]:
+        return {"k": "call", "t": self.step, "a": self.agent, "i": self.index, "fn": self.fn,
+                "req": self.request, "res": self.result}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Call:
@@ -300,6 +316,12 @@ class AgentResult(_Record):
     status: str
     outbox: tuple[OutMessage, ...]
     counters: tuple[int, int]
+
+    def to_json(self) -> dict[str, JSON]:
+        return {"k": "agent", "t": self.step, "a": self.agent, "fault": self.fault,
+                "state": self.state, "status": self.status,
+                "out": [{"to": m.to, "seq": m.seq, "payload": m.payload} for m in self.outbox],
+                "ctr": list(self.counters)}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> AgentResult:
