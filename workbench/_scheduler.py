@@ -43,6 +43,7 @@ from workbench._types import (
     Outgoing,
     StepRequest,
     StepResult,
+    limit_fault,
 )
 from workbench.errors import (
     AgentCrashed,
@@ -159,7 +160,7 @@ class Scheduler:
         try:
             results, hosts = self._run_agents(t, selected, inboxes)
         except BaseException as exc:
-            self.events.emit("step_abandoned", t, None, {"reason": f"{type(exc).__name__}: {exc}"})
+            self._abandoned(t, exc)
             raise
         records: list[Record] = [step_record]
         report = StepReport(t, selected)
@@ -245,8 +246,7 @@ class Scheduler:
             return StepResult(state=None, fault=timeout_fault(timeout_s))
         if watch.error is not None:
             if isinstance(watch.error, Exception):  # an executor bug must not take the run down
-                return StepResult(None, fault=Fault("fault", f"{type(watch.error).__name__}: "
-                                                             f"{watch.error}"))
+                return _fault("fault", _describe(watch.error))
             raise watch.error
         assert watch.result is not None
         return watch.result
@@ -257,7 +257,7 @@ class Scheduler:
         try:
             return executor.step(request, sh.hosts[name])
         except Exception as exc:  # an executor bug must not take the run down
-            return StepResult(None, fault=Fault("fault", f"{type(exc).__name__}: {exc}"))
+            return _fault("fault", _describe(exc))
         finally:
             sh.finished(name)
 
@@ -274,9 +274,9 @@ class Scheduler:
         for to, n in sorted(adding.items()):
             capacity = self.slots[to].limits.max_queued
             if queued[to] + n > capacity:
-                return _fault("limit", f"{to!r} already has {queued[to]} messages waiting "
-                              f"(its max_queued is {capacity}); wait for it to catch up",
-                              _limit("max_queued", queued[to] + n, capacity, to=to))
+                return _limit("max_queued", queued[to] + n, capacity,
+                              f"{to!r} already has {queued[to]} messages waiting (its "
+                              f"max_queued is {capacity}); wait for it to catch up", to=to)
         queued.update(adding)
         return result
 
@@ -291,17 +291,17 @@ class Scheduler:
             return _fault("malformed_output", _not_json(result, exc))
         state_bytes, out_bytes = len(state), sum(len(p) for p in payloads)
         if state_bytes > limits.max_state_bytes:
-            return _fault("limit", f"state is {state_bytes} bytes, over the limit of "
-                          f"{limits.max_state_bytes}",
-                          _limit("max_state_bytes", state_bytes, limits.max_state_bytes))
+            return _limit("max_state_bytes", state_bytes, limits.max_state_bytes,
+                          f"state is {state_bytes} bytes, over the limit of "
+                          f"{limits.max_state_bytes}")
         if len(result.outbox) > limits.max_messages:
-            return _fault("limit", f"sent {len(result.outbox)} messages, over the limit of "
-                          f"{limits.max_messages}",
-                          _limit("max_messages", len(result.outbox), limits.max_messages))
+            return _limit("max_messages", len(result.outbox), limits.max_messages,
+                          f"sent {len(result.outbox)} messages, over the limit of "
+                          f"{limits.max_messages}")
         if out_bytes > limits.max_output_bytes:
-            return _fault("limit", f"messages total {out_bytes} bytes, over the limit of "
-                          f"{limits.max_output_bytes}",
-                          _limit("max_output_bytes", out_bytes, limits.max_output_bytes))
+            return _limit("max_output_bytes", out_bytes, limits.max_output_bytes,
+                          f"messages total {out_bytes} bytes, over the limit of "
+                          f"{limits.max_output_bytes}")
         for m in result.outbox:
             if m.to not in self.slots:
                 return _fault("malformed_output", f"sent a message to unknown agent {m.to!r}")
@@ -336,11 +336,15 @@ class Scheduler:
             positions = self.sink.flush()
         except BaseException as exc:
             self.sink.discard_staged()
-            self.events.emit("step_abandoned", t, None, {"reason": f"{type(exc).__name__}: {exc}"})
+            self._abandoned(t, exc)
             raise
         for r in records:
             apply(self.state, r, self.max_messages)
         return positions
+
+    def _abandoned(self, t: int, error: BaseException) -> None:
+        """Step ``t`` is thrown away (nothing of it is committed): say so, live."""
+        self.events.emit("step_abandoned", t, None, {"reason": _describe(error)})
 
     def _raise_for_fail(self, t: int, report: StepReport) -> None:
         for name, fault in report.faults.items():
@@ -366,9 +370,12 @@ def _not_json(result: StepResult, error: BaseException) -> str:
     return f"the output is not plain JSON ({error})"
 
 
-def _limit(name: str, value: int, maximum: int, **extra: JSON) -> dict[str, JSON]:
-    """The data of every ``limit`` fault: which limit, the value reached and the maximum."""
-    return {"limit": name, "value": value, "max": maximum, **extra}
+def _limit(name: str, value: int, maximum: int, detail: str, **extra: JSON) -> StepResult:
+    return StepResult(None, fault=limit_fault(name, value, maximum, detail, **extra))
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
 
 
 def _fault(kind: str, detail: str, data: Mapping[str, JSON] | None = None) -> StepResult:

@@ -144,6 +144,12 @@ class Fault:
         return {"kind": self.kind, "detail": self.detail, "data": dict(self.data)}
 
 
+def limit_fault(limit: str, value: int, most: int, detail: str, **extra: JSON) -> Fault:
+    """A ``limit`` fault: every one carries ``{"limit", "value", "max"}`` (and ``extra``),
+    whichever executor or check found it."""
+    return Fault("limit", detail, {"limit": limit, "value": value, "max": most, **extra})
+
+
 @dataclass(frozen=True, slots=True)
 class StepResult:
     """What an executor returns. On a fault, ``state``/``outbox`` are ignored."""

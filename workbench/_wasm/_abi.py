@@ -26,6 +26,7 @@ from workbench._types import (
     Outgoing,
     StepRequest,
     StepResult,
+    limit_fault,
 )
 
 __all__ = [
@@ -108,11 +109,6 @@ class StepOutcome:
 def fault(kind: str, detail: str, **data: JSON) -> Fault:
     """Build a :class:`Fault`; ``data`` must be JSON-shaped (it is journaled)."""
     return Fault(kind=kind, detail=detail, data=data)
-
-
-def limit_fault(limit: str, value: int, most: int, detail: str) -> Fault:
-    """A ``limit`` fault: every one carries ``{"limit", "value", "max"}``."""
-    return fault("limit", detail, limit=limit, value=value, max=most)
 
 
 def encode_input(request: StepRequest) -> bytes:
