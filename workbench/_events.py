@@ -42,6 +42,7 @@ from workbench._records import (
     RunHeader,
     StepStart,
     UserSend,
+    committed,
 )
 from workbench._types import JSON
 
@@ -284,12 +285,14 @@ EVENT_KINDS: tuple[str, ...] = (*(c.KIND for c in _COMMITTED), *_LIVE, Gap.KIND)
 class _At(TypedDict):
     index: int
     offset: int
+    time: float
 
 
-def committed_events(record: Record, index: int, offset: int) -> list[CommittedEvent]:
-    """The committed events of one journal record (at ``index``, byte ``offset``)."""
-    events = _record_events(record, _At(index=index, offset=offset))
-    return [dataclasses.replace(e, part=k) if k else e for k, e in enumerate(events)]
+def committed_events(record: Record, index: int, offset: int, *,
+                     time: float = 0.0) -> list[CommittedEvent]:
+    """The committed events of one journal record (at ``index``, byte ``offset``);
+    ``time`` (display only) stamps them."""
+    return _record_events(record, _At(index=index, offset=offset, time=time))
 
 
 def _record_events(record: Record, at: _At) -> list[CommittedEvent]:
@@ -328,6 +331,8 @@ def _call_events(r: Call, at: _At) -> list[CommittedEvent]:
 
 
 def _agent_events(r: AgentResult, at: _At) -> list[CommittedEvent]:
+    """AgentStepped, then FaultRaised (if any), then a MessageSent per message: ``part``
+    numbers them in that order."""
     fault = r.fault
     events: list[CommittedEvent] = [AgentStepped(
         step=r.step, agent=r.agent, status=r.status, messages=len(r.outbox),
@@ -336,9 +341,10 @@ def _agent_events(r: AgentResult, at: _At) -> list[CommittedEvent]:
     if fault is not None:
         events.append(FaultRaised(step=r.step, agent=r.agent, fault_kind=str(fault["kind"]),
                                   detail=str(fault["detail"]),
-                                  fault_data=freeze(fault.get("data")), **at))
+                                  fault_data=freeze(fault.get("data")), part=1, **at))
     events += [MessageSent(step=r.step, agent=r.agent, to=m.to, seq=m.seq,
-                           payload=freeze(m.payload), **at) for m in r.outbox]
+                           payload=freeze(m.payload), part=len(events) + k, **at)
+               for k, m in enumerate(r.outbox)]
     return events
 
 
@@ -349,12 +355,9 @@ def events_from_journal(path: Any, *, start: int = 0) -> list[CommittedEvent]:
     from workbench._journal import read_journal
 
     journal = read_journal(path)
-    records = journal.typed
-    last = len(records)
-    while last > 0 and not isinstance(records[last - 1], Commit | RunHeader | UserSend):
-        last -= 1  # an uncommitted step's records
+    records = committed(journal.typed)
     out: list[CommittedEvent] = []
-    for i in range(start, last):
+    for i in range(start, len(records)):
         out += committed_events(records[i], i, journal.offsets[i])
     return out
 
@@ -550,15 +553,12 @@ class EventBus:
         return bool(self._subs)
 
     def publish(self, events: Sequence[CommittedEvent]) -> None:
-        """Deliver committed events (already in the journal) to every subscription."""
+        """Deliver committed events (already in the journal, stamped with their ``time``) to
+        every subscription."""
         subs = self._subs
-        if not subs:
-            return
-        now = time.monotonic()
         for event in events:
-            stamped = dataclasses.replace(event, time=now)
             for sub in subs:
-                sub._offer(stamped)
+                sub._offer(event)
 
     def emit(self, kind: str, step: int, agent: str | None = None,
              data: Mapping[str, JSON] | None = None) -> None:

@@ -24,7 +24,7 @@ from workbench.errors import JournalCorrupt
 
 __all__ = ["JOURNAL_VERSION", "AgentResult", "AgentSpec", "Call", "Commit", "EngineWarning",
            "OutMessage", "Record", "RunHeader", "Snapshot", "StepStart", "UserSend",
-           "record_from_json", "schema_table"]
+           "committed", "record_from_json", "schema_table"]
 
 JOURNAL_VERSION = 1
 """The run header's ``v``: what the records mean. Replay refuses other versions."""
@@ -368,6 +368,17 @@ Record = RunHeader | Snapshot | UserSend | StepStart | Call | AgentResult | Engi
 RECORD_CLASSES: tuple[type[_Record], ...] = (RunHeader, Snapshot, UserSend, StepStart, Call,
                                          AgentResult, EngineWarning, Commit)
 _BY_KIND: dict[str, Any] = {c.KIND: c for c in RECORD_CLASSES}
+
+
+def committed(records: list[Record]) -> list[Record]:
+    """``records`` without a last step that has no commit record (a crash mid-step)."""
+    last = len(records)
+    for i in range(len(records) - 1, -1, -1):
+        if isinstance(records[i], Commit | RunHeader):
+            break
+        if isinstance(records[i], StepStart):
+            last = i
+    return records[:last]
 
 
 def record_from_json(data: Mapping[str, Any], *, path: str = "<journal>",

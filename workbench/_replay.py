@@ -26,13 +26,13 @@ from workbench._records import (
     AgentResult,
     AgentSpec,
     Call,
-    Commit,
     EngineWarning,
     Record,
     RunHeader,
     Snapshot,
     StepStart,
     UserSend,
+    committed,
 )
 from workbench._scheduler import AgentSlot, Scheduler, StepReport
 from workbench._state import RunState, apply
@@ -138,7 +138,7 @@ def _replay(path: str | os.PathLike[str], agents: dict[str, Any], pools: WorkerL
         raise ConfigError(f"journal {str(path)!r} has format version {version!r}; this "
                           f"workbench replays version {JOURNAL_VERSION}: use the workbench "
                           "version that wrote it")
-    records = _committed(journal.typed)
+    records = committed(journal.typed)
     if not records or not isinstance(records[0], RunHeader):
         raise JournalCorrupt(str(path), 0, "the first record is not a run header")
     header = records[0]
@@ -211,17 +211,6 @@ def _call_of(record: Mapping[str, Any]) -> str:
     if record["k"] == "call":
         return f"host call {record['i']}: {record['fn']}"
     return "no more host calls"
-
-
-def _committed(records: list[Record]) -> list[Record]:
-    """Drop a step that has no commit record (a crash mid-step)."""
-    last = len(records)
-    for i in range(len(records) - 1, -1, -1):
-        if isinstance(records[i], Commit | RunHeader):
-            break
-        if isinstance(records[i], StepStart):
-            last = i
-    return records[:last]
 
 
 def _slots(header: RunHeader, journal: Path, given: dict[str, Any], workers: WorkerLease,

@@ -315,7 +315,8 @@ class Run:
         count = bisect.bisect_left(journal.offsets, offset)
         self._writer_checked().truncate(offset, count)
         sched.state.__dict__.update(state.__dict__)
-        self.events.control(Rewound(step=step, index=count, offset=offset))
+        self.events.control(Rewound(step=step, index=count, offset=offset,
+                                    time=time.monotonic()))
 
     @holding("fork")
     def fork(self, *, at: int | None = None, journal: str | os.PathLike[str] | None = None,
@@ -559,7 +560,8 @@ class Run:
         """Append one record outside a step, then send its committed events."""
         index, offset = self._writer_checked().append(record)
         if self.events.active:
-            self.events.publish(committed_events(record, index, offset))
+            self.events.publish(committed_events(record, index, offset,
+                                                 time=time.monotonic()))
 
     def _header(self, engine: InferenceBackend | None) -> RunHeader:
         agents = tuple(AgentSpec(s.name, s.executor.identity().to_json(), s.initial_state,
@@ -593,7 +595,7 @@ class Run:
 
     def _finish(self, summary: RunSummary) -> RunSummary:
         self.events.control(RunFinished(step=summary.next_step, reason=summary.reason,
-                                        steps=summary.steps))
+                                        steps=summary.steps, time=time.monotonic()))
         return summary
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -180,8 +181,9 @@ class Scheduler:
         records.append(Commit(t))
         positions = self._commit(records, t)
         if self.events.active:  # a subscriber that comes later catches up from the journal
+            now = time.monotonic()
             self.events.publish([e for r, (i, o) in zip(records, positions, strict=True)
-                                 for e in committed_events(r, i, o)])
+                                 for e in committed_events(r, i, o, time=now)])
         self._raise_for_fail(t, report)
         return report
 
