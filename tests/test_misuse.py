@@ -10,7 +10,7 @@ import pytest
 
 import workbench as wb
 from workbench import errors
-from workbench.testing import FakeEngine
+from workbench.testing import FakeEngine, inject_jitter
 
 
 def tick(state: Any, inbox: list[dict[str, Any]], host: Any) -> dict[str, Any]:
@@ -177,7 +177,11 @@ def test_another_thread_cannot_rewind_or_step_during_a_foreground_run(
 # --- 4. a Python step that never returns is bounded by timeout_s ----------------------------
 
 
-def test_a_python_step_that_never_returns_gets_a_timeout_fault(tmp_path: Path) -> None:
+@pytest.mark.parametrize("wrapped", [False, True], ids=["scheduler-thread", "helper-thread"])
+def test_a_python_step_that_never_returns_gets_a_timeout_fault(tmp_path: Path,
+                                                                wrapped: bool) -> None:
+    """Bounded in the scheduler's own pool thread, and (when the executor is wrapped, as
+    inject_jitter does) on the agent's helper thread."""
     release = threading.Event()
     late = threading.Event()
 
@@ -194,6 +198,8 @@ def test_a_python_step_that_never_returns_gets_a_timeout_fault(tmp_path: Path) -
     path = tmp_path / "j.wbj"
     run = wb.Run(seed=1, journal=path)
     run.add_agent("a", stuck, state=0, limits=wb.Limits(timeout_s=0.2), on_fault="restart")
+    if wrapped:
+        inject_jitter(run, seed=0, max_delay=0.0)
     try:
         run.step()
         report = run.step()

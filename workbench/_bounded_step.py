@@ -84,6 +84,18 @@ class StepWatch:
                 self._waiting_out_call = False
                 self._signal()
 
+    def run(self, step: Callable[[HostCalls], StepResult], host: HostCalls,
+            before: Callable[[], None] = lambda: None) -> bool:
+        """Run ``step`` in this thread with ``host``'s calls timed as the host's, and hand its
+        outcome (result or exception) to the waiter; False if the step was abandoned."""
+        result: StepResult | None = None
+        error: BaseException | None = None
+        try:
+            result = step(TimedHost(host, self))
+        except BaseException as exc:  # handed to the waiting caller (or dropped)
+            error = exc
+        return self.finish(result, error, before)
+
     def finish(self, result: StepResult | None, error: BaseException | None,
                before: Callable[[], None]) -> bool:
         """Call ``before``, then hand the step's outcome to the waiter; False (neither) if
@@ -152,7 +164,7 @@ class TimedHost:
         self._timed(self._host.restart)
 
 
-_Job = tuple[Callable[[HostCalls], StepResult], TimedHost, StepWatch]
+_Job = tuple[Callable[[HostCalls], StepResult], HostCalls, StepWatch]
 
 
 class BoundedRunner:
@@ -169,7 +181,7 @@ class BoundedRunner:
         """``step``'s result, or a ``timeout`` fault once it used ``timeout_s`` seconds.
         A BaseException raised by ``step`` (KeyboardInterrupt ...) is re-raised here."""
         watch = StepWatch()
-        self._helper().put((step, TimedHost(host, watch), watch))
+        self._helper().put((step, host, watch))
         if not watch.wait(self.timeout_s):
             return StepResult(state=None, fault=timeout_fault(self.timeout_s))
         if watch.error is not None:
@@ -202,14 +214,8 @@ class BoundedRunner:
     def _serve(self, jobs: queue.SimpleQueue[_Job | None]) -> None:
         while (job := jobs.get()) is not None:
             step, host, watch = job
-            result: StepResult | None = None
-            error: BaseException | None = None
-            try:
-                result = step(host)
-            except BaseException as exc:  # handed to the waiting caller (or dropped)
-                error = exc
             # idle again before the waiter returns, so that the next step reuses this thread
-            if not watch.finish(result, error, lambda: self._release(jobs)):
+            if not watch.run(step, host, lambda: self._release(jobs)):
                 with self._lock:  # abandoned: the thread ends here
                     self._threads.pop(jobs, None)
                 return

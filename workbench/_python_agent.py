@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
-from workbench._bounded_step import BoundedRunner, StepWatch, TimedHost
+from workbench._bounded_step import BoundedRunner, StepWatch
 from workbench._types import (
     JSON,
     AgentIdentity,
@@ -87,13 +87,7 @@ class PythonAgent:
         handed over through the watch, and dropped once abandoned. The scheduler uses this
         so that a bounded step costs no extra thread hand-over."""
         watch.begin()
-        result: StepResult | None = None
-        error: BaseException | None = None
-        try:
-            result = self._call(request)(TimedHost(host, watch))
-        except BaseException as exc:  # handed to the waiting caller (or dropped)
-            error = exc
-        watch.finish(result, error, lambda: None)
+        watch.run(self._call(request), host)
 
     def _call(self, request: StepRequest) -> Callable[[HostCalls], StepResult]:
         inbox = [m.to_json() for m in request.inbox]
