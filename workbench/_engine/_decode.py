@@ -285,20 +285,23 @@ def _growing_step(session: EngineSession, layout: GraphLayout, ids: npt.NDArray[
                   past: list[npt.NDArray[Any]], length: int, rows: int
                   ) -> tuple[npt.NDArray[np.float32], list[npt.NDArray[Any]]]:
     """One pass over ``ids`` [1, S], fed as ``rows`` identical rows; returns the last
-    position's logits and the first row's cache."""
+    position's logits and the first row's cache (nothing is copied for one row)."""
+
+    def rowed(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        return array if rows == 1 else np.repeat(array, rows, axis=0)
+
     total = length + ids.shape[1]
     names = ["logits"]
-    feeds: dict[str, npt.NDArray[Any]] = {"input_ids": np.repeat(ids, rows, axis=0),
+    feeds: dict[str, npt.NDArray[Any]] = {"input_ids": rowed(ids),
                                           "attention_mask": np.ones((rows, total), np.int64)}
     if layout.has_position_ids:
-        positions = np.arange(length, total, dtype=np.int64)[None, :]
-        feeds["position_ids"] = np.repeat(positions, rows, axis=0)
+        feeds["position_ids"] = rowed(np.arange(length, total, dtype=np.int64)[None, :])
     for j, buf in enumerate(past):
         layer, part = divmod(j, 2)
         kind = ("key", "value")[part]
-        feeds[f"past_key_values.{layer}.{kind}"] = np.repeat(buf, rows, axis=0)
+        feeds[f"past_key_values.{layer}.{kind}"] = rowed(buf)
         names.append(f"present.{layer}.{kind}")
     outputs = session.run_plain(names, feeds)
+    presents = outputs[1:1 + len(past)]
     return (outputs[0][0, -1].astype(np.float32),
-            [np.ascontiguousarray(p[:1]) for p in outputs[1:1 + len(past)]])
-
+            presents if rows == 1 else [np.ascontiguousarray(p[:1]) for p in presents])
