@@ -82,22 +82,14 @@ class _Verifier:
         self._staged: list[tuple[int, int]] = []
 
     def stage(self, record: Record) -> None:
-        got = record.to_json()
         while self.pos < len(self.records) and isinstance(self.records[self.pos], EngineWarning):
             self.pos += 1  # engine warnings (provider fallback) have no engine in replay
         if self.pos >= len(self.records):
+            got = record.to_json()
             raise NondeterminismError(_step_of(got), got.get("a"), "record",
                                       "end of journal", got)
-        expected = self.records[self.pos].to_json()
-        if expected != got and "call" in (expected["k"], got["k"]) \
-                and expected["k"] != got["k"]:
-            raise NondeterminismError(_step_of(expected), expected.get("a"), "calls",
-                                      _call_of(expected), _call_of(got))
-        if expected != got:
-            name = _first_difference(expected, got)
-            raise NondeterminismError(_step_of(expected if "t" in expected else got),
-                                      expected.get("a", got.get("a")), name,
-                                      expected.get(name), got.get(name))
+        if record != self.records[self.pos]:  # equal records have equal JSON, and back
+            _raise_difference(self.records[self.pos].to_json(), record.to_json())
         self._staged.append((self.pos, self.offsets[self.pos]))
         self.pos += 1
 
@@ -199,6 +191,17 @@ def _step(sched: Scheduler, misses: list[NondeterminismError]) -> StepReport | N
     if misses:  # the agent swallowed the error, and still matched the journal
         raise misses[0]
     return report
+
+
+def _raise_difference(expected: Mapping[str, Any], got: Mapping[str, Any]) -> None:
+    """NondeterminismError naming the first differing journal key of two records."""
+    if "call" in (expected["k"], got["k"]) and expected["k"] != got["k"]:
+        raise NondeterminismError(_step_of(expected), expected.get("a"), "calls",
+                                  _call_of(expected), _call_of(got))
+    name = _first_difference(expected, got)
+    raise NondeterminismError(_step_of(expected if "t" in expected else got),
+                              expected.get("a", got.get("a")), name,
+                              expected.get(name), got.get(name))
 
 
 def _step_of(record: Mapping[str, Any]) -> int:
