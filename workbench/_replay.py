@@ -22,7 +22,6 @@ from workbench._hostcalls import InferSource, UnreadableRequest
 from workbench._journal import read_journal
 from workbench._policy import policy_from_json
 from workbench._records import (
-    JOURNAL_VERSION,
     AgentResult,
     AgentSpec,
     Call,
@@ -123,13 +122,7 @@ def replay(path: str | os.PathLike[str], *, agents: Mapping[str, Any] | None = N
 
 def _replay(path: str | os.PathLike[str], agents: dict[str, Any], pools: WorkerLease
             ) -> ReplayReport:
-    journal = read_journal(path)
-    if journal.records and journal.records[0].get("k") == "run" \
-            and journal.records[0].get("v") != JOURNAL_VERSION:
-        version = journal.records[0].get("v")
-        raise ConfigError(f"journal {str(path)!r} has format version {version!r}; this "
-                          f"workbench replays version {JOURNAL_VERSION}: use the workbench "
-                          "version that wrote it")
+    journal = read_journal(path)  # another format version: JournalVersionError (a ConfigError)
     records = committed(journal.typed)
     if not records or not isinstance(records[0], RunHeader):
         raise JournalCorrupt(str(path), 0, "the first record is not a run header")
