@@ -164,6 +164,8 @@ class AgentStepped(CommittedEvent):
     messages: int
     fault: str | None
     state: Any
+    requests: int = 0  # inference requests so far (the run's counters)
+    tokens: int = 0  # tokens generated so far
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -258,6 +260,15 @@ class EngineNotice(LiveEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class AgentUsage(LiveEvent):
+    """What ``agent`` used in step ``step`` (WebAssembly agents): fuel and memory bytes."""
+
+    KIND: ClassVar[str] = "agent_usage"
+    fuel: int
+    memory: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class StepAbandoned(LiveEvent):
     """Step ``step`` was thrown away (nothing of it was committed): live events sent for it
     described work that did not happen."""
@@ -275,7 +286,8 @@ class Gap(LiveEvent):
 
 
 _LIVE: dict[str, type[LiveEvent]] = {c.KIND: c for c in (
-    StepRunning, InferQueued, BatchRan, TokenStreamed, EngineNotice, StepAbandoned)}
+    StepRunning, InferQueued, BatchRan, TokenStreamed, EngineNotice, AgentUsage,
+    StepAbandoned)}
 _COMMITTED: tuple[type[CommittedEvent], ...] = (
     RunStarted, UserMessage, StepStarted, LogLine, InferDone, AgentStepped, MessageSent,
     FaultRaised, EngineWarned, StepCommitted, Rewound, RunFinished)
@@ -337,7 +349,7 @@ def _agent_events(r: AgentResult, at: _At) -> list[CommittedEvent]:
     events: list[CommittedEvent] = [AgentStepped(
         step=r.step, agent=r.agent, status=r.status, messages=len(r.outbox),
         fault=str(fault["kind"]) if fault is not None else None, state=freeze(r.state),
-        **at)]
+        requests=r.counters[0], tokens=r.counters[1], **at)]
     if fault is not None:
         events.append(FaultRaised(step=r.step, agent=r.agent, fault_kind=str(fault["kind"]),
                                   detail=str(fault["detail"]),

@@ -168,6 +168,9 @@ class Scheduler:
         queued = collections.Counter(m.to for m in self.state.pending)
         queued.subtract({name: len(inboxes[name]) for name in selected})  # delivered now
         for name in selected:
+            usage = results[name].usage
+            if usage is not None:
+                self.events.emit("agent_usage", t, name, usage)
             result = self._validate(self.slots[name], results[name], queued)
             records += [Call(t, name, c["i"], c["fn"], c["req"], c["res"])
                         for c in hosts[name].calls]

@@ -158,6 +158,8 @@ class StepResult:
     outbox: tuple[Outgoing, ...] = ()
     status: Status = "ready"
     fault: Fault | None = None
+    # what the step used, for display (WebAssembly: fuel, memory); never journaled
+    usage: Mapping[str, int] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

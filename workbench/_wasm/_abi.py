@@ -11,6 +11,7 @@ See docs/abi.md for the contract.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -137,16 +138,17 @@ def input_fault(input_json: bytes, limits: Limits) -> Fault | None:
 
 def outcome_to_result(outcome: StepOutcome, *, max_output_bytes: int) -> StepResult:
     """Turn a sandbox outcome into the :class:`StepResult` the scheduler commits."""
+    usage = {"fuel": outcome.fuel_consumed, "memory": outcome.memory_size}
     if outcome.fault is not None:
-        return StepResult(state=None, fault=outcome.fault)
+        return StepResult(state=None, fault=outcome.fault, usage=usage)
     result = decode_output(outcome.output or b"", max_output_bytes=max_output_bytes)
     if (result.fault is not None and result.fault.kind == "malformed_output"
             and outcome.memory_at_limit):
         return StepResult(state=None, fault=fault(
             "memory_limit",
             f"the agent reached its memory limit, then its {result.fault.detail}",
-            memory_size=outcome.memory_size, cause=result.fault.to_json()))
-    return result
+            memory_size=outcome.memory_size, cause=result.fault.to_json()), usage=usage)
+    return dataclasses.replace(result, usage=usage)
 
 
 def decode_output(raw: bytes, *, max_output_bytes: int) -> StepResult:
