@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 from workbench._events import (
     EVENT_KINDS,
@@ -251,7 +251,7 @@ _ENGINE_FROM, _ENGINE_TO = 100_000, 900_000
 _SENT_AT, _FAULT_AT, _USER_AT = 970_000, 975_000, 990_000
 
 
-def _derived_batches(agents: Sequence[str], infers: Mapping[str, list[InferDone]],
+def derived_batches(agents: Sequence[str], infers: Mapping[str, list[InferDone]],
                      max_batch: int) -> list[list[InferDone]]:
     """The step's infer calls grouped as the barrier batches them: round r holds each
     agent's r-th call (the barrier releases once every running agent waits in infer), in
@@ -266,7 +266,7 @@ def _derived_batches(agents: Sequence[str], infers: Mapping[str, list[InferDone]
     return [rnd[i:i + size] for rnd in rounds for i in range(0, len(rnd), size)]
 
 
-def _reached_engine(e: InferDone) -> bool:
+def reached_engine(e: InferDone) -> bool:
     # a malformed request or an exhausted token budget is answered without the barrier
     return e.provider is not None or e.error is None
 
@@ -301,7 +301,7 @@ def _logical_step(trace: _Trace, header: RunHeader, step: int,
         elif isinstance(e, EngineWarned):
             trace.instant(step, _RUN_PID, _ENGINE_TID, "engine warning", t0 + _USER_AT,
                           "t", "warning", {"warning": plain(e.warning)})
-        elif isinstance(e, InferDone) and e.agent is not None and _reached_engine(e):
+        elif isinstance(e, InferDone) and e.agent is not None and reached_engine(e):
             infers[e.agent].append(e)
         elif isinstance(e, StepStarted):
             trace.span(step, _RUN_PID, _RUN_TID, f"step {step}", t0, t0 + _STEP_NS, "step",
@@ -317,7 +317,7 @@ def _engine_track(trace: _Trace, step: int, t0: int, agents: Sequence[str],
                   infers: Mapping[str, list[InferDone]],
                   max_batch: int) -> dict[tuple[str, int], tuple[int, int]]:
     """Batch spans with their requests nested; returns (agent, call) -> (start, end)."""
-    batches = _derived_batches(agents, infers, max_batch)
+    batches = derived_batches(agents, infers, max_batch)
     where: dict[tuple[str, int], tuple[int, int]] = {}
     if not batches:
         return where
@@ -396,6 +396,40 @@ def _abandoned(live: Sequence[LiveEvent]) -> set[int]:
     return out
 
 
+class RequestSpan(NamedTuple):
+    """One request's queue, prefill or decode span within a batch (seconds, monotonic)."""
+
+    agent: str
+    kind: str
+    t0: float
+    t1: float
+    tokens: int
+    seconds: float
+
+
+def _padded(values: Sequence[Any], n: int, fill: Any) -> list[Any]:
+    return list(values[:n]) + [fill] * (n - len(values))
+
+
+def request_spans(e: BatchRan, start: float) -> list[RequestSpan]:
+    """The spans of each request of the batch that ended with ``e`` and began at ``start``:
+    queue (before the batch), prefill (one request after another), decode (together, after
+    every prefill), in the order queue, prefill, decode per request."""
+    n = len(e.agents)
+    pre, dec, queue = (_padded(v, n, 0.0) for v in (e.prefill_s, e.decode_s, e.queue_s))
+    tokens = _padded(e.tokens, n, 0)
+    out: list[RequestSpan] = []
+    prefilled, decoding = start, start + sum(pre)
+    for i, agent in enumerate(e.agents):
+        out.append(RequestSpan(agent, "queue", start - queue[i], start, tokens[i], queue[i]))
+        out.append(RequestSpan(agent, "prefill", prefilled, prefilled + pre[i], tokens[i],
+                               pre[i]))
+        prefilled += pre[i]
+    out += [RequestSpan(agent, "decode", decoding, decoding + dec[i], tokens[i], dec[i])
+            for i, agent in enumerate(e.agents)]
+    return out
+
+
 def _measured(trace: _Trace, header: RunHeader, live: Iterable[Event]) -> int:
     """The live infer_batch events on a wall-clock timeline; returns how many batches."""
     events = sorted((e for e in live if isinstance(e, LiveEvent)), key=lambda e: e.seq)
@@ -421,33 +455,18 @@ def _measured(trace: _Trace, header: RunHeader, live: Iterable[Event]) -> int:
     for spec in header.agents:
         trace.agent_tid(_LIVE_PID, spec.name)
     for e, start in spans:
-        n = len(e.agents)
-        pre, dec, queue = (list(v) + [0.0] * (n - len(v))
-                           for v in (e.prefill_s, e.decode_s, e.queue_s))
-        tokens = list(e.tokens) + [0] * (n - len(e.tokens))
         begin, end = ns(start), ns(e.time)
         info = {"step": e.step, "batch": e.batch, "provider": e.provider}
         if e.seq in thrown:
             info["abandoned"] = True
         trace.sequential(e.step, _LIVE_PID, _ENGINE_TID, f"step {e.step} batch {e.batch}",
                          begin, end, "batch", {**info, "agents": list(e.agents),
-                                               "tokens": tokens})
-        prefilled = start
-        for i, agent in enumerate(e.agents):
-            tid = trace.agent_tid(_LIVE_PID, agent)
-            args = {**info, "agent": agent, "tokens": tokens[i]}
-            trace.sequential(e.step, _LIVE_PID, tid, "queue", ns(start - queue[i]), begin,
-                             "queue", {**args, "seconds": queue[i]})
-            trace.sequential(e.step, _LIVE_PID, tid, "prefill", ns(prefilled),
-                             min(end, ns(prefilled + pre[i])), "prefill",
-                             {**args, "seconds": pre[i]})
-            prefilled += pre[i]
-        decoding = start + sum(pre)
-        for i, agent in enumerate(e.agents):
-            trace.sequential(e.step, _LIVE_PID, trace.agent_tid(_LIVE_PID, agent), "decode",
-                             ns(decoding), min(end, ns(decoding + dec[i])), "decode",
-                             {**info, "agent": agent, "tokens": tokens[i],
-                              "seconds": dec[i]})
+                                               "tokens": _padded(e.tokens, len(e.agents), 0)})
+        for r in request_spans(e, start):
+            trace.sequential(e.step, _LIVE_PID, trace.agent_tid(_LIVE_PID, r.agent), r.kind,
+                             ns(r.t0), ns(r.t1) if r.kind == "queue" else min(end, ns(r.t1)),
+                             r.kind, {**info, "agent": r.agent, "tokens": r.tokens,
+                                      "seconds": r.seconds})
     return len(spans)
 
 
