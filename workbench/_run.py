@@ -56,6 +56,7 @@ from workbench._records import (
     Snapshot,
     UserSend,
 )
+from workbench._runlog import note_journal
 from workbench._scheduler import AgentSlot, Scheduler, StepReport
 from workbench._state import USER, RunState, apply
 from workbench._timetravel import state_at
@@ -301,6 +302,20 @@ class Run:
         """True while a background driver is stepping (not paused)."""
         return self._bg is not None and self._bg.active
 
+    @property
+    def activity(self) -> str:
+        """What the run is doing: "running" (a background driver steps it), "paused" (the
+        driver waits at a step boundary, or is on its way there), "finished" (the driver
+        stopped; ``wait()`` collects its result), "idle" or "closed"."""
+        if self._closed:
+            return "closed"
+        bg = self._bg
+        if bg is None:
+            return "idle"
+        if bg.finished:
+            return "finished"
+        return "running" if bg.active else "paused"
+
     # -- time travel -----------------------------------------------------------------------
 
     @holding("rewind")
@@ -540,6 +555,7 @@ class Run:
             self._claim.release()
             raise
         path = self._journal_path
+        note_journal(path)  # for `workbench run` (WORKBENCH_RUN_LOG); forks come here too
         self.events.catch_up = lambda start: events_from_journal(path, start=start)
         self._write(header)
         state = RunState.initial([s.name for s in self._slots],
