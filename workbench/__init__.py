@@ -42,6 +42,7 @@ from workbench.errors import (
 if TYPE_CHECKING:
     from workbench._engine._engine import Engine, Generation
     from workbench._wasm._pool import WorkerPool
+    from workbench._widget import RunView, view
 
 __version__ = "0.1.0"
 
@@ -52,6 +53,10 @@ def __getattr__(name: str) -> object:
         from workbench._engine import _engine
 
         return getattr(_engine, name)
+    if name in ("view", "RunView"):  # the views pull in ipywidgets
+        from workbench import _widget
+
+        return getattr(_widget, name)
     if name == "WorkerPool":
         from workbench._wasm._pool import WorkerPool
 
@@ -86,6 +91,7 @@ __all__ = [
     "Run",
     "RunBusy",
     "RunSummary",
+    "RunView",
     "StepReport",
     "Subscription",
     "TraceExport",
@@ -97,4 +103,5 @@ __all__ = [
     "export_trace",
     "read_journal",
     "replay",
+    "view",
 ]

@@ -74,6 +74,7 @@ from workbench.errors import ConfigError, JournalError, JournalExists, RunBusy, 
 
 if TYPE_CHECKING:
     from workbench._wasm._pool import WorkerPool
+    from workbench._widget import RunView
 
 DEFAULT_MAX_STEPS = 10_000
 """``run.run()`` without ``steps=`` stops after this many steps at the latest."""
@@ -144,6 +145,7 @@ class Run:
         self._early_warnings: list[dict[str, JSON]] = []  # engine warnings before the header
         self._owned: list[Executor] = []  # executors this run built and so closes
         self._loaded: SharedEngine | None = None  # an engine this run (or its parent) loaded
+        self._view: RunView | None = None  # see view()
 
     @property
     def _journal_path(self) -> str:
@@ -395,6 +397,28 @@ class Run:
     @property
     def journal(self) -> JournalHandle:
         return JournalHandle(self._journal_path)
+
+    @property
+    def header(self) -> RunHeader:
+        """The run's header record as it is (or would be) journaled: seed, policy, agents,
+        channels, and the engine's description once the engine is loaded."""
+        return self._header(self._engine)
+
+    # -- views -----------------------------------------------------------------------------
+
+    def view(self) -> RunView:
+        """The live views of this run in a notebook (agent graph, inference timeline,
+        controls, inspector; see docs/views.md). One per run: calling it again returns the
+        same widget."""
+        if self._view is None:
+            from workbench._widget import RunView
+
+            self._view = RunView(self)
+        return self._view
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> Any:
+        """A notebook shows a run as its views."""
+        return self.view()._repr_mimebundle_(include=include, exclude=exclude)
 
     @property
     def engine(self) -> InferenceBackend:
