@@ -12,6 +12,7 @@ and replayed, without the model, to show it is deterministic.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import textwrap
@@ -61,6 +62,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--journal", default=None)
+    parser.add_argument("--view-doc", default=None, metavar="FILE",
+                        help="also write the run's view document (docs/views.md) to FILE")
     args = parser.parse_args()
 
     writer, critic = agent_module("writer"), agent_module("critic")
@@ -79,6 +82,7 @@ def main() -> int:
     engine = run.engine.describe()
     print(f"model {engine.get('model')} on {engine.get('provider')}; "
           f"journal {run.journal.path}\n")
+    view = run.view() if args.view_doc else None
     started = time.perf_counter()
     seen = 0
     with run:
@@ -89,6 +93,9 @@ def main() -> int:
             seen = len(records)
         steps = run.step_index
     elapsed = time.perf_counter() - started
+    if view is not None:
+        Path(args.view_doc).write_text(json.dumps(view.snapshot(), indent=1))
+        print(f"view document: {args.view_doc}")
     print(f"\n{steps} steps in {elapsed:.1f} s; journal: {run.journal.path}")
     report = wb.replay(run.journal.path)
     print(f"replayed without the model: {report.steps} steps identical")

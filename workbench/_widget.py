@@ -292,6 +292,15 @@ class RunView(anywidget.AnyWidget):
         self._post({"type": "reply", "id": msg_id, "ok": ok, "error": error,
                     "result": result})
 
+    def snapshot(self) -> dict[str, Any]:
+        """The view document as of now (what ``doc`` will hold at its next rewrite)."""
+        if self._vd is None:
+            return dict(self.doc)
+        with self._lock:
+            if self._run is not None:
+                self._vd.set_status(self._run.activity)
+            return self._vd.document()
+
     # -- display ---------------------------------------------------------------------------
 
     def __repr__(self) -> str:
