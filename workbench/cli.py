@@ -12,11 +12,12 @@ Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], Non
 def _registrars() -> list[Register]:
     # Each entry adds sub-commands; the handler is stored as `func` on the parsed namespace
     # and returns the process exit code.
-    from workbench import _cli_core
+    from workbench import _cli_core, _headless, _report
     from workbench._engine import _modelcli
     from workbench._wasm import _cli as _wasm_cli
 
-    return [_cli_core.register, _wasm_cli.register, _modelcli.register]
+    return [_cli_core.register, _wasm_cli.register, _modelcli.register, _headless.register,
+            _report.register]
 
 
 def build_parser() -> argparse.ArgumentParser:
