@@ -160,12 +160,15 @@ class Run:
     def add_agent(self, name: str, agent: Any, *, state: JSON = None,
                   capabilities: Sequence[str] | None = None, limits: Limits | None = None,
                   fuel: int | None = None, memory: int | str | None = None,
-                  on_fault: FaultPolicy = "continue") -> None:
+                  on_fault: FaultPolicy = "continue", sandbox: bool = False) -> None:
         """Add an agent: a step function, a ``.wasm``/``.wat`` path, wasm bytes or an Executor.
 
         ``capabilities`` defaults to every host call; ``fuel``/``memory`` override
-        ``limits`` for WebAssembly agents. Raises ConfigError (bad name, duplicate, run
-        already started) and InvalidModule/CapabilityError (bad module).
+        ``limits`` for WebAssembly agents. ``sandbox=True`` runs a step function (or a class
+        with a ``step`` method) as WebAssembly instead of in the kernel: its source, and the
+        plain names it uses, are captured (docs/python-agents.md). Raises ConfigError (bad
+        name, duplicate, run already started, a function that cannot be captured) and
+        InvalidModule/CapabilityError (bad module).
         """
         self._check_mutable("add an agent")
         check_agent_name(name)  # the rules: workbench/_names.py, README
@@ -184,6 +187,10 @@ class Run:
         if on_fault not in ("fail", "continue", "restart"):
             raise ConfigError("on_fault must be 'fail', 'continue' or 'restart'")
         _check_fits_journal(lim)
+        if sandbox and not is_wasm_source(agent):
+            from workbench._pysandbox import capture
+
+            agent = capture(agent, name).to_bytes()  # the package: sandboxed like a module
         module = wasm_bytes(agent) if is_wasm_source(agent) else None  # read/assemble once
         executor = make_executor(name, agent if module is None else module, limits=lim,
                                  capabilities=caps, workers=self._pools)
@@ -239,17 +246,20 @@ class Run:
         (checked after each step). Without ``steps``, stops after DEFAULT_MAX_STEPS.
         ``progress=True`` shows a progress bar."""
         self._check_idle("run")
-        if not progress:
-            return self._drive(steps, until, None)
-        from tqdm.auto import tqdm
-
-        with tqdm(total=steps, unit="step", desc="run") as bar:
-            sub = self.subscribe(lambda e: bar.update(1), kinds=("step_committed",))
-            try:
+        try:
+            if not progress:
                 return self._drive(steps, until, None)
-            finally:
-                sub.flush(5)
-                sub.close()
+            from tqdm.auto import tqdm
+
+            with tqdm(total=steps, unit="step", desc="run") as bar:
+                sub = self.subscribe(lambda e: bar.update(1), kinds=("step_committed",))
+                try:
+                    return self._drive(steps, until, None)
+                finally:
+                    sub.flush(5)
+                    sub.close()
+        finally:
+            self._settle_view()
 
     @holding("until")
     def until(self, predicate: Callable[[Run], bool], *, max_steps: int = DEFAULT_MAX_STEPS,
@@ -298,6 +308,7 @@ class Run:
         finally:
             if bg.collected:  # its summary or error was handed out just now
                 self._bg = None
+            self._settle_view()
 
     @property
     def running(self) -> bool:
@@ -416,6 +427,10 @@ class Run:
             self._view = RunView(self)
         return self._view
 
+    def _settle_view(self) -> None:
+        if self._view is not None:
+            self._view.settle()
+
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> Any:
         """A notebook shows a run as its views."""
         return self.view()._repr_mimebundle_(include=include, exclude=exclude)
@@ -509,6 +524,7 @@ class Run:
             self._writer.close()
         if self._claim is not None:
             self._claim.release()
+        self._settle_view()  # its last document, before its subscription closes
         self.events.close()
 
     def __enter__(self) -> Run:

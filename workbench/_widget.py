@@ -102,7 +102,8 @@ class RunView(anywidget.AnyWidget):
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._run = run
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the document
+        self._flush_lock = threading.Lock()  # one sender at a time: deltas go out in order
         self._busy = False  # a control request is being carried out
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -161,7 +162,19 @@ class RunView(anywidget.AnyWidget):
                 return
             time.sleep(interval)  # at most MAX_DELTAS_PER_S, however often woken
 
+    def settle(self, timeout: float = 5.0) -> None:
+        """Take in every event the run has sent so far and bring the front end and the
+        saved ``doc`` up to date now (the run calls this when ``run()`` or ``wait()``
+        returns, so a notebook cell that ends there saves the whole run)."""
+        if self._sub is not None and not self._stop.is_set():
+            self._sub.flush(timeout)
+            self._flush(force_doc=True)
+
     def _flush(self, *, force_doc: bool = False) -> None:
+        with self._flush_lock:
+            self._flush_now(force_doc)
+
+    def _flush_now(self, force_doc: bool) -> None:
         vd = self._vd
         if vd is None or self.comm is None:
             return
