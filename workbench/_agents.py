@@ -1,9 +1,9 @@
 """Turning what a user passes to ``run.add_agent`` into an :class:`Executor`.
 
 A callable becomes an in-process :class:`PythonAgent`; a ``.wasm``/``.wat`` path or wasm bytes
-becomes a sandboxed WebAssembly agent in the run's worker pool (or in-process with
-``workers=0``; see ``_workers``); an object with ``identity``/``step``/``close`` is used as
-it is.
+(or a sandboxed Python agent's package, see ``workbench._pysandbox``) becomes a sandboxed
+agent in the run's worker pool (or in-process with ``workers=0``; see ``_workers``); an
+object with ``identity``/``step``/``close`` is used as it is.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from workbench._pysandbox import is_package, sandboxed_executor
 from workbench._python_agent import PythonAgent
 from workbench._types import Executor, Limits
 from workbench._workers import WorkerLease
@@ -49,7 +50,7 @@ def wasm_bytes(agent: str | Path | bytes) -> bytes:
             raise ConfigError(f"agent module {str(path)!r} does not exist; build it with "
                               "`workbench build-agent SOURCE`")
         data = path.read_bytes()
-    if not data.startswith(b"\0asm"):
+    if not data.startswith(b"\0asm") and not is_package(data):
         import wasmtime
 
         try:
@@ -61,8 +62,9 @@ def wasm_bytes(agent: str | Path | bytes) -> bytes:
 
 
 def stored_module(journal: str | Path, sha256: str) -> Path:
-    """Where a run keeps a copy of its module ``sha256``: ``modules/`` beside the journal,
-    so replay and forks find the exact code by hash."""
+    """Where a run keeps a copy of its module ``sha256`` (or of a sandboxed Python agent's
+    package): ``modules/`` beside the journal, so replay and forks find the exact code by
+    hash."""
     return Path(journal).parent / "modules" / f"{sha256}.wasm"
 
 
@@ -75,6 +77,10 @@ def make_executor(name: str, agent: Any, *, limits: Limits, capabilities: tuple[
     """
     if is_wasm_source(agent):
         module = wasm_bytes(agent)
+        if is_package(module):
+            return sandboxed_executor(module, name=name, limits=limits,
+                                      capabilities=capabilities, workers=workers,
+                                      wall_clock=wall_clock)
         if workers.in_process:
             from workbench._wasm._local import LocalWasmExecutor
 

@@ -306,7 +306,7 @@ def _call_again(call: Call, host: HostCalls) -> None:
 
 def _module_for(spec: AgentSpec, journal: Path) -> Path:
     name, ident = spec.name, spec.identity
-    if ident["kind"] == "wasm":
+    if ident["kind"] in ("wasm", "python_sandbox"):
         module = stored_module(journal, str(ident["hash"]))
         if module.is_file():
             return module

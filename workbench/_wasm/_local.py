@@ -14,6 +14,7 @@ from types import TracebackType
 
 import wasmtime
 
+from workbench._pysandbox._package import is_package
 from workbench._types import HOST_CALLS, AgentIdentity, HostCalls, Limits, StepRequest, StepResult
 from workbench._wasm._abi import (
     HostCallsAdapter,
@@ -44,7 +45,7 @@ def load_wasm(source: str | Path | bytes) -> tuple[bytes, str]:
             raise ConfigError(f"agent module {str(path)!r} does not exist; build it with "
                               "`workbench build-agent SOURCE`")
         data, label = path.read_bytes(), str(path)
-    if data.startswith(b"\0asm"):
+    if data.startswith(b"\0asm") or is_package(data):  # a module, or a Python agent's package
         return data, label
     try:
         text = data.decode("utf-8")

@@ -20,11 +20,13 @@ import importlib
 import os
 import queue
 import socket
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from workbench._pysandbox._package import is_package
 from workbench._wasm._frames import (
     DEFAULT_MAX_FRAME,
     Frame,
@@ -238,7 +240,12 @@ def _compile_or_error(wasm: bytes, source: str, capabilities: tuple[str, ...],
 
 def _compile(wasm: bytes, source: str, capabilities: tuple[str, ...],
              cache_dir: str | None) -> Any:
-    """Compile (or load from the disk cache) one module. Raises InvalidModule."""
+    """Compile (or load from the disk cache) one module, or bind a sandboxed Python
+    agent's package to its runtime component. Raises InvalidModule."""
+    if is_package(wasm):
+        from workbench._pysandbox._sandbox import compile_agent
+
+        return compile_agent(wasm, source=source, capabilities=capabilities)
     return _sandbox.compile_module(wasm, source=source, capabilities=capabilities,
                                    cache_dir=None if cache_dir is None else Path(cache_dir))
 
@@ -247,7 +254,7 @@ def _run_step(agent: Any, input_json: bytes, host: _ForwardingHost,
               limits: dict[str, Any]) -> tuple[Kind, dict[str, Any], bytes]:
     """Run one step: (RESULT, outcome fields, output) or (FAULT, fault as JSON, b"").
     Raises HostCallFailed if a host call failed in the kernel."""
-    outcome = _sandbox.run_step(
+    outcome = _runner(agent)(
         agent, input_json, host, fuel=int(limits["fuel"]),
         memory_bytes=int(limits["memory_bytes"]), timeout_s=_seconds(limits["timeout_s"]),
         max_output_bytes=int(limits["max_output_bytes"]))
@@ -256,6 +263,15 @@ def _run_step(agent: Any, input_json: bytes, host: _ForwardingHost,
     fields = {"fuel_consumed": outcome.fuel_consumed, "memory_size": outcome.memory_size,
               "memory_at_limit": outcome.memory_at_limit, "host_calls": outcome.host_calls}
     return Kind.RESULT, fields, outcome.output or b""
+
+
+def _runner(agent: Any) -> Any:
+    """The ``run_step`` for what :func:`_compile` returned: a sandboxed Python agent's is in
+    its own module (imported by then, since it compiled the agent)."""
+    python = sys.modules.get("workbench._pysandbox._sandbox")
+    if python is not None and isinstance(agent, python.CompiledPythonAgent):
+        return python.run_step
+    return _sandbox.run_step
 
 
 def _seconds(value: Any) -> float | None:
