@@ -130,7 +130,11 @@ def test_a_view_attached_late_shows_the_whole_run(tmp_path: Path) -> None:
         deadline = time.monotonic() + 10
         while len(view.snapshot()["steps"]) < 4 and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert [s["t"] for s in view.snapshot()["steps"]] == [0, 1, 2, 3]
+        doc = view.snapshot()
+        assert [s["t"] for s in doc["steps"]] == [0, 1, 2, 3]
+        # the run kept its timings, so the steps from before the view are measured too
+        assert all(s["time"] is not None and s["time"] >= 0 for s in doc["steps"])
+        assert {s["step"] for s in doc["spans"] if s["kind"] == "decode"} == {0, 1, 2, 3}
 
 
 def test_deltas_are_numbered_coalesced_and_rebuild_the_document(tmp_path: Path) -> None:

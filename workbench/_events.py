@@ -46,8 +46,8 @@ from workbench._records import (
 )
 from workbench._types import JSON
 
-__all__ = ["EVENT_KINDS", "CommittedEvent", "Event", "EventBus", "LiveEvent", "Subscription",
-           "committed_events", "events_from_journal", "freeze", "schema_table"]
+__all__ = ["EVENT_KINDS", "TIMING_KINDS", "CommittedEvent", "Event", "EventBus", "LiveEvent",
+           "Subscription", "committed_events", "events_from_journal", "freeze", "schema_table"]
 
 DEFAULT_QUEUE_SIZE = 10_000
 """Events buffered per subscription (committed events past it are caught up from the
@@ -532,15 +532,46 @@ class Subscription:
                 f"caught_up={self.caught_up} errors={self.errors} closed={self._closed}>")
 
 
+TIMING_KINDS = frozenset({"step_running", "infer_batch", "agent_usage", "step_abandoned"})
+"""Live kinds a bus keeps a bounded record of, subscribed or not (see EventBus.timings)."""
+MAX_TIMINGS = 50_000
+"""Timing events (and as many commit times) a bus keeps, oldest dropped."""
+
+
 class EventBus:
     """Fan-out of run events to subscriptions. ``catch_up(start)`` (set by the run) returns
-    the committed events of the journal from record ``start`` on."""
+    the committed events of the journal from record ``start`` on.
+
+    The bus also keeps a bounded record of the run's timings (the live events of
+    TIMING_KINDS and each step's commit time), so a view attached after the steps ran can
+    still lay them out on a measured clock. They are never journaled."""
 
     def __init__(self) -> None:
         self._subs: tuple[Subscription, ...] = ()
         self._lock = threading.Lock()
         self._live_seq = 0
         self.catch_up: CatchUp | None = None
+        self._timings: collections.deque[LiveEvent] = collections.deque(maxlen=MAX_TIMINGS)
+        self._commit_times: dict[int, float] = {}
+
+    def committed_at(self, step: int, when: float) -> None:
+        """Note the time step ``step`` committed (see :meth:`timings`)."""
+        with self._lock:
+            self._commit_times[step] = when
+            if len(self._commit_times) > MAX_TIMINGS:
+                self._commit_times.pop(next(iter(self._commit_times)))
+
+    def timings(self) -> tuple[list[LiveEvent], dict[int, float]]:
+        """The timing events kept so far, and the commit time of each step kept."""
+        with self._lock:
+            return list(self._timings), dict(self._commit_times)
+
+    def forget_after(self, step: int) -> None:
+        """Drop the timings of steps after ``step`` (the run was rewound there)."""
+        with self._lock:
+            self._timings = collections.deque((e for e in self._timings if e.step <= step),
+                                              maxlen=MAX_TIMINGS)
+            self._commit_times = {t: w for t, w in self._commit_times.items() if t <= step}
 
     def subscribe(self, callback: Callable[[Event], None], *,
                   kinds: Sequence[str] | None = None, maxsize: int = DEFAULT_QUEUE_SIZE,
@@ -576,13 +607,16 @@ class EventBus:
              data: Mapping[str, JSON] | None = None) -> None:
         """Send a live event of ``kind`` (its fields from ``data``, copied read-only)."""
         subs = self._subs
-        if not subs:
+        timing = kind in TIMING_KINDS
+        if not subs and not timing:
             return
         with self._lock:
             seq = self._live_seq
             self._live_seq += 1
         fields = {k: freeze(v) for k, v in (data or {}).items()}
         event = _LIVE[kind](step=step, agent=agent, time=time.monotonic(), seq=seq, **fields)
+        if timing:
+            self._timings.append(event)
         for sub in subs:
             sub._offer(event)
 

@@ -343,6 +343,7 @@ class Run:
         count = bisect.bisect_left(journal.offsets, offset)
         self._writer_checked().truncate(offset, count)
         sched.state.__dict__.update(state.__dict__)
+        self.events.forget_after(step)
         self.events.control(Rewound(step=step, index=count, offset=offset,
                                     time=time.monotonic()))
 

@@ -183,8 +183,9 @@ class Scheduler:
         records += [EngineWarning(t, w) for w in warnings]
         records.append(Commit(t))
         positions = self._commit(records, t)
+        now = time.monotonic()
+        self.events.committed_at(t, now)
         if self.events.active:  # a subscriber that comes later catches up from the journal
-            now = time.monotonic()
             self.events.publish([e for r, (i, o) in zip(records, positions, strict=True)
                                  for e in committed_events(r, i, o, time=now)])
         self._raise_for_fail(t, report)

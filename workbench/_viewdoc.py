@@ -150,8 +150,16 @@ class ViewDoc:
         self._step_began: dict[int, float] = {}
         self._batch_began: dict[tuple[int, int], float] = {}
         self._usage: dict[tuple[int, str], dict[str, int]] = {}
+        self._commit_times: dict[int, float] = {}  # from preload()
 
     # -- input ---------------------------------------------------------------------------
+
+    def preload(self, timings: Sequence[Event], commit_times: Mapping[int, float]) -> None:
+        """Timings the run kept from before this document began (EventBus.timings): the
+        steps that then arrive from the journal get their measured spans and times."""
+        self._commit_times = dict(commit_times)
+        for e in timings:
+            self.apply(e)
 
     def set_header(self, header: RunHeader) -> None:
         self.header = header_json(header)
@@ -242,14 +250,13 @@ class ViewDoc:
             usage = self._usage.pop((t, agent), None)
             if usage is not None:
                 r["fuel"], r["memory"] = usage.get("fuel"), usage.get("memory")
-        measured = self.clock == "measured" and e.time > 0 and self._t0 is not None
-        if measured:
-            assert self._t0 is not None
-            step["time"] = round(e.time - self._t0, 6)
+        when = e.time if e.time > 0 else self._commit_times.pop(t, 0.0)
+        if self.clock == "measured" and when > 0 and self._t0 is not None:
+            step["time"] = round(when - self._t0, 6)
             began = self._step_began.pop(t, None)
             if began is not None:
                 for agent in step["ran"]:
-                    self._span(agent, "step", began, e.time, t)
+                    self._span(agent, "step", began, when, t)
         elif self.clock == "logical":
             self._logical_spans(step)
         self._steps.append(step)
@@ -296,7 +303,7 @@ class ViewDoc:
     def _live(self, e: Event) -> None:
         if isinstance(e, StepRunning):
             self._step_began[e.step] = e.time
-            if len(self._step_began) > 64:  # steps that never committed
+            if len(self._step_began) > MAX_SPANS:  # steps that never committed
                 self._step_began.pop(next(iter(self._step_began)))
             self.live = {"running": list(e.agents), "waiting": [], "streaming": {}}
         elif isinstance(e, InferQueued) and e.agent is not None:

@@ -120,6 +120,7 @@ class RunView(anywidget.AnyWidget):
         self._vd = ViewDoc(run.header, source="live",
                            title=os.path.basename(run.journal.path))
         self._vd.set_status(run.activity)
+        self._vd.preload(*run.events.timings())  # steps that ran before the view existed
         self.doc = self._vd.take_document()
         self._last_doc = time.monotonic()
         self._sub = run.subscribe(self._on_event, since=0)
