@@ -254,9 +254,13 @@ def test_the_controls_drive_the_run(tmp_path: Path) -> None:
     time.sleep(0.1)
     assert run.step_index == paused_at < 41  # paused mid-way
     assert len(read_journal(tmp_path / "j.wbj").records) > 0
-    refused = _request(view, wire, {"type": "control", "id": 3, "action": "step"})
+    refused = _request(view, wire, {"type": "control", "id": 3, "action": "pause"})
     assert not refused["ok"] and "paused" in refused["error"]
+    stepped = _request(view, wire, {"type": "control", "id": 31, "action": "step"})
+    assert stepped["result"] == {"step": paused_at} and run.activity == "idle"
     assert _request(view, wire, {"type": "control", "id": 4, "action": "run"})["ok"]
+    busy = _request(view, wire, {"type": "control", "id": 41, "action": "step"})
+    assert not busy["ok"] and "pause it first" in busy["error"]
     run.wait(30)
     assert run.step_index == 41
     rewound = _request(view, wire, {"type": "rewind", "id": 5, "step": 2})

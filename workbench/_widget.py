@@ -325,9 +325,13 @@ class RunView(anywidget.AnyWidget):
 
 
 def _settle(run: Run) -> None:
-    """Collect a background driver that finished, so the run is idle for time travel."""
-    if run.activity == "finished":
-        run.wait()
+    """End a paused background driver, or collect one that finished, so that the run is
+    idle (to step, rewind or fork it)."""
+    activity = run.activity
+    if activity == "paused":
+        run.stop()
+    elif activity == "finished":
+        run.wait()  # collects its result (re-raising its error)
 
 
 def _control(run: Run, action: str) -> Any:
@@ -337,20 +341,18 @@ def _control(run: Run, action: str) -> Any:
             raise RuntimeError(f"the run is {activity}, not running")
         run.pause()
         return {"activity": run.activity}
-    if activity == "finished":
-        run.wait()  # collects its result (re-raising its error)
-        activity = run.activity
     if action == "run":
         if activity == "paused":
             run.resume()
-        elif activity == "idle":
-            run.start()
-        else:
-            raise RuntimeError(f"the run is {activity}")
+            return {"activity": run.activity}
+        _settle(run)
+        if run.activity != "idle":
+            raise RuntimeError(f"the run is {run.activity}")
+        run.start()
         return {"activity": run.activity}
-    if activity != "idle":
-        raise RuntimeError(f"the run is {activity}: pause it and let it finish, or use "
-                           "run/pause")
+    if activity == "running":
+        raise RuntimeError("the run is running: pause it first")
+    _settle(run)  # a paused driver ends here: the run steps one step at a time from now on
     report = run.step()
     return {"step": None if report is None else report.step}
 
