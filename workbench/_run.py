@@ -327,9 +327,10 @@ class Run:
 
     @property
     def activity(self) -> str:
-        """What the run is doing: "running" (a background driver steps it), "paused" (the
-        driver waits at a step boundary, or is on its way there), "finished" (the driver
-        stopped; ``wait()`` collects its result), "idle" or "closed"."""
+        """What the run is doing: "running" (a background driver steps it), "pausing"
+        (asked to pause, its current step still going), "paused" (the driver waits at a
+        step boundary), "finished" (the driver stopped; ``wait()`` collects its result),
+        "idle" or "closed"."""
         if self._closed:
             return "closed"
         bg = self._bg
@@ -337,7 +338,9 @@ class Run:
             return "idle"
         if bg.finished:
             return "finished"
-        return "running" if bg.active else "paused"
+        if bg.active:
+            return "running"
+        return "paused" if bg.parked else "pausing"
 
     # -- time travel -----------------------------------------------------------------------
 

@@ -183,7 +183,8 @@ class RunView(anywidget.AnyWidget):
         with self._lock:
             if run is not None:
                 activity = run.activity
-                if vd.status["state"] != "finished" or activity in ("running", "paused"):
+                if vd.status["state"] != "finished" or activity in ("running", "pausing",
+                                                                    "paused"):
                     vd.set_status(activity)
             if vd.reset:
                 doc = vd.take_document()
@@ -337,7 +338,7 @@ def _settle(run: Run) -> None:
 def _control(run: Run, action: str) -> Any:
     activity = run.activity
     if action == "pause":
-        if activity != "running":
+        if activity not in ("running", "pausing"):
             raise RuntimeError(f"the run is {activity}, not running")
         run.pause()
         return {"activity": run.activity}
@@ -350,8 +351,8 @@ def _control(run: Run, action: str) -> Any:
             raise RuntimeError(f"the run is {run.activity}")
         run.start()
         return {"activity": run.activity}
-    if activity == "running":
-        raise RuntimeError("the run is running: pause it first")
+    if activity in ("running", "pausing"):
+        raise RuntimeError(f"the run is {activity}: pause it first")
     _settle(run)  # a paused driver ends here: the run steps one step at a time from now on
     report = run.step()
     return {"step": None if report is None else report.step}
