@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 import dis
 import inspect
+import linecache
 import textwrap
 import types
 from typing import Any
@@ -97,10 +98,11 @@ class _Walk:
             self._refuse(name, f"{value.__qualname__} from the module {value.__module__}")
         if value.__name__ != name or value.__name__ == "<lambda>":
             self._refuse(name, f"{value.__qualname__}, bound to another name")
-        try:
-            lines, first = inspect.getsourcelines(value)
-        except (OSError, TypeError):
+        found = _source_of(value)
+        if found is None:
             self._refuse(name, f"{value.__qualname__}, whose source cannot be found")
+            return
+        lines, first = found
         code = textwrap.dedent("".join(lines))
         namespace = _globals_of(value)
         for used in _names_used(value, code):
@@ -116,6 +118,37 @@ class _Walk:
             "literals, functions and classes defined in the notebook, and the modules "
             f"{', '.join(SANDBOX_MODULES)}. Pass the value in state or a message, or "
             "define it inside the function")
+
+
+def _source_of(value: Any) -> tuple[list[str], int] | None:
+    """(source lines, first line) of a function or class; a class defined in a notebook cell
+    (which ``inspect`` cannot always find) is found through its methods' cell."""
+    try:
+        return inspect.getsourcelines(value)
+    except (OSError, TypeError):
+        if not inspect.isclass(value):
+            return None
+    for item in vars(value).values():
+        fn = getattr(item, "__func__", getattr(item, "fget", item))
+        code = getattr(fn, "__code__", None)
+        if code is not None:
+            return _class_in(code.co_filename, value.__name__, code.co_firstlineno)
+    return None
+
+
+def _class_in(filename: str, name: str, line: int) -> tuple[list[str], int] | None:
+    """The source of class ``name`` in ``filename`` (as linecache has it) around ``line``."""
+    lines = linecache.getlines(filename)
+    try:
+        tree = ast.parse("".join(lines))
+    except SyntaxError:
+        return None
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.ClassDef) and node.name == name
+                and node.lineno <= line <= (node.end_lineno or node.lineno)):
+            first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+            return lines[first - 1:node.end_lineno], first
+    return None
 
 
 def _is_literal(value: Any) -> bool:
