@@ -36,7 +36,7 @@ def make_agent(index: int, talkative: int) -> Any:
 
 
 def build(scenario: int, seed: int, path: Path, *, jitter: int | None = None,
-          engine: FakeEngine | None = None) -> wb.Run:
+          engine: FakeEngine | None = None, sandbox: bool = False) -> wb.Run:
     rng = random.Random(scenario)
     n = rng.randint(1, 16)
     names = [f"a{i}" for i in range(n)]
@@ -65,7 +65,7 @@ def build(scenario: int, seed: int, path: Path, *, jitter: int | None = None,
     for i, name in enumerate(names):
         peers = sorted(b for a, b in pairs if a == name)
         run.add_agent(name, make_agent(i, 1 + rng.randint(0, 2)),
-                      state={"n": 0, "sum": 0, "peers": peers})
+                      state={"n": 0, "sum": 0, "peers": peers}, sandbox=sandbox)
     for a, b in sorted(pairs):
         if kind != "dag":
             run.connect(a, b)
