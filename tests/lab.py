@@ -1,0 +1,169 @@
+"""A real JupyterLab server and Debian's Chromium under Playwright, for end-to-end view tests.
+
+Everything the server reads or writes (config, data, runtime, settings, workspaces) lives
+in a temporary folder; it binds 127.0.0.1 on a free port with no token; the browser gets a
+fresh profile and can resolve no host but the loopback, and the test counts the page's
+requests to other hosts. Kernels are shut down through the server's API and any process
+left behind is killed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+CHROMIUM_WRAPPER = Path("/usr/bin/chromium")
+
+
+def chromium_binary() -> str | None:
+    """The Chromium binary Debian's wrapper script runs (Playwright launches it directly:
+    the wrapper adds flags of its own)."""
+    if not CHROMIUM_WRAPPER.is_file():
+        return None
+    text = CHROMIUM_WRAPPER.read_text(errors="replace")
+    match = re.search(r"^LIBDIR=(\S+)", text, re.MULTILINE)
+    app = re.search(r"^APPNAME=(\S+)", text, re.MULTILINE)
+    libdir = (match.group(1) if match else "/usr/lib/$APPNAME").replace(
+        "$APPNAME", app.group(1) if app else "chromium")
+    binary = Path(libdir) / (app.group(1) if app else "chromium")
+    return str(binary) if binary.is_file() else None
+
+
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _descendants(pid: int) -> set[int]:
+    parent: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parent[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {p for p, pp in parent.items() if pp in frontier} - found
+        found |= frontier
+    return found
+
+
+class Lab:
+    """A running JupyterLab: ``url``, ``root`` (its notebook folder), ``log`` (its output)."""
+
+    def __init__(self, url: str, root: Path, log: Path, process: subprocess.Popen[bytes]):
+        self.url = url
+        self.root = root
+        self.log = log
+        self.process = process
+
+    def api(self, method: str, path: str) -> Any:
+        request = urllib.request.Request(f"{self.url}{path}", method=method)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            body = response.read()
+        return json.loads(body) if body else None
+
+
+SETTINGS = {
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings":
+        {"fetchNews": "false", "checkForUpdates": False},
+    "@jupyterlab/docmanager-extension/plugin.jupyterlab-settings": {"autosave": False},
+    "@jupyterlab/extensionmanager-extension/plugin.jupyterlab-settings": {"disabled": True},
+}
+
+
+@contextmanager
+def jupyterlab(tmp: Path) -> Iterator[Lab]:
+    """Start JupyterLab on a free loopback port with everything under ``tmp``."""
+    dirs = {name: tmp / name for name in ("config", "data", "runtime", "settings",
+                                          "workspaces", "notebooks")}
+    for d in dirs.values():
+        d.mkdir(parents=True, exist_ok=True)
+    for name, values in SETTINGS.items():
+        path = dirs["settings"] / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
+    port = free_port()
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(dirs["config"]),
+           "JUPYTER_DATA_DIR": str(dirs["data"]), "JUPYTER_RUNTIME_DIR": str(dirs["runtime"]),
+           "JUPYTER_PLATFORM_DIRS": "1", "PYTHONPATH": str(Path(__file__).parent.parent)}
+    log = tmp / "jupyterlab.log"
+    command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
+               "--ip=127.0.0.1", f"--port={port}", "--ServerApp.port_retries=0",
+               "--IdentityProvider.token=", "--ServerApp.password=",
+               "--ServerApp.disable_check_xsrf=True",
+               f"--ServerApp.root_dir={dirs['notebooks']}",
+               f"--LabApp.user_settings_dir={dirs['settings']}",
+               f"--LabApp.workspaces_dir={dirs['workspaces']}",
+               "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=",
+               "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   cwd=dirs["notebooks"])
+    lab = Lab(f"http://127.0.0.1:{port}", dirs["notebooks"], log, process)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                lab.api("GET", "/api/status")
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("JupyterLab did not start:\n"
+                                       + log.read_text(errors="replace")[-3000:]) from None
+                time.sleep(0.2)
+        yield lab
+    finally:
+        kernels = _descendants(process.pid)
+        try:
+            for kernel in lab.api("GET", "/api/kernels") or []:
+                lab.api("DELETE", f"/api/kernels/{kernel['id']}")
+        except OSError:
+            pass
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+        for pid in kernels | _descendants(process.pid):
+            with suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+
+@contextmanager
+def chromium(tmp: Path, *, dark: bool = False) -> Iterator[Any]:
+    """A Playwright browser context on Debian's Chromium with a fresh profile."""
+    from playwright.sync_api import sync_playwright
+
+    binary = chromium_binary()
+    if binary is None:
+        raise RuntimeError("Debian's chromium is not installed (apt-get install chromium)")
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp / "profile"), executable_path=binary, headless=True, args=BROWSER_ARGS,
+            viewport={"width": 1400, "height": 1000},
+            color_scheme="dark" if dark else "light")
+        try:
+            yield context
+        finally:
+            context.close()
