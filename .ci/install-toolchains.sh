@@ -7,13 +7,16 @@
 #                   and installed into examples/agents/node_modules (git-ignored), never globally
 #   qemu-user:      runs the test interpreter under other x86-64 CPU models (AVX2, AVX), so
 #                   tests/test_engine_isa.py covers onnxruntime kernel paths the host lacks
+#   chromium:       the browser the views' render tests drive with Playwright
+#   extension/:     the views' front-end tool chain (esbuild, TypeScript, dagre), pinned in
+#                   extension/package-lock.json, installed into extension/node_modules
 #
 # Idempotent: re-running it only re-checks the packages. WAT needs nothing (wasmtime ships
 # wat2wasm). Rust is not supported (rustup cannot fetch wasm targets offline).
 set -eu
 
 ROOT=$(CDPATH='' cd -- "$(dirname -- "$0")/.." && pwd)
-APT_PACKAGES="clang lld wasi-libc libclang-rt-14-dev-wasm32"
+APT_PACKAGES="clang lld wasi-libc libclang-rt-14-dev-wasm32 chromium"
 if [ "$(uname -m)" = "x86_64" ]; then
     APT_PACKAGES="$APT_PACKAGES qemu-user"
 fi
@@ -52,3 +55,18 @@ fi
 
 clang --version | head -n 1
 echo "asc $(node node_modules/assemblyscript/bin/asc.js --version)"
+
+# The views' front end: reinstall when any pinned devDependency is missing or at another version.
+cd "$ROOT/extension"
+stale=$(node -e '
+const pinned = require("./package.json").devDependencies;
+const stale = Object.keys(pinned).filter((name) => {
+  try { return require(`./node_modules/${name}/package.json`).version !== pinned[name]; }
+  catch (e) { return true; }
+});
+console.log(stale.join(" "));
+')
+if [ -n "$stale" ]; then
+    npm ci --no-audit --no-fund --loglevel=error
+fi
+echo "esbuild $(node_modules/.bin/esbuild --version), tsc $(node_modules/.bin/tsc --version)"
