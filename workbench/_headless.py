@@ -353,8 +353,8 @@ def _collect(journals: Sequence[Path], target: Path, result: HeadlessResult, tit
         trace: Path | None = folder / "trace.json"
         try:
             export_trace(copy, folder / "trace.json")
-        except (WorkbenchError, ValueError, OSError) as exc:
-            problems.append(f"no trace for {journal}: {exc}")
+        except Exception as exc:  # any failure here is reported, never a crash
+            problems.append(f"no trace for {journal}: {type(exc).__name__}: {exc}")
             trace = None
         digest = hashlib.sha256(copy.read_bytes()).hexdigest()
         result.journals.append(JournalOutput(journal, copy, trace, digest))
@@ -362,9 +362,10 @@ def _collect(journals: Sequence[Path], target: Path, result: HeadlessResult, tit
     try:
         from workbench._report import write_report
 
-        result.report = write_report(copies, target / "report.html", title=title)
-    except (WorkbenchError, ValueError, OSError, ImportError) as exc:
-        problems.append(f"no report: {exc}")
+        result.report = write_report(copies, target / "report.html", title=title,
+                                     names=[j.source.name for j in result.journals])
+    except Exception as exc:  # any failure here is reported, never a crash
+        problems.append(f"no report: {type(exc).__name__}: {exc}")
     if problems:
         note = "outputs incomplete: " + "; ".join(problems)
         result.message = f"{result.message}\n{note}".strip()

@@ -58,17 +58,19 @@ class _RunPage:
 
 
 def write_report(journals: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *,
-                 title: str = "workbench report") -> Path:
+                 title: str = "workbench report", names: Sequence[str] | None = None) -> Path:
     """Write the report of ``journals`` (at most :data:`MAX_JOURNALS`) to ``out``; return it.
 
     Raises ConfigError for too many journals, JournalCorrupt / JournalError for a damaged
-    or unreadable one, and OSError if ``out`` cannot be written. Without the views bundle
+    or unreadable one, and OSError if ``out`` cannot be written. ``names``: a heading per
+    journal (default: its file name, or its folder's for ``journal.wbj``). Without the views bundle
     (a checkout where ``extension/`` was not built) the report still has the text sections
     and says that the views are missing.
     """
     if len(journals) > MAX_JOURNALS:
         raise ConfigError(f"{len(journals)} journals for one report; at most {MAX_JOURNALS}")
-    pages = [_page(Path(j)) for j in journals]
+    pages = [_page(Path(j), names[i] if names is not None and i < len(names) else None)
+             for i, j in enumerate(journals)]
     bundle = BUNDLE.read_bytes() if BUNDLE.is_file() else None
     text = render_html(pages, title=title, bundle=bundle)
     target = Path(out)
@@ -83,7 +85,7 @@ def write_report(journals: Sequence[str | os.PathLike[str]], out: str | os.PathL
     return target
 
 
-def _page(journal: Path) -> _RunPage:
+def _page(journal: Path, name: str | None) -> _RunPage:
     from workbench._events import FaultRaised, events_from_journal
     from workbench._viewdoc import doc_from_journal
 
@@ -92,7 +94,7 @@ def _page(journal: Path) -> _RunPage:
     faults = [_cut(f"step {e.step}  {e.agent}  {e.fault_kind}: {e.detail}")
               for e in events if isinstance(e, FaultRaised)]
     lines = [line for e in events if (line := transcript_line(e)) is not None]
-    title = journal.name if journal.name != "journal.wbj" else journal.parent.name
+    title = name or (journal.name if journal.name != "journal.wbj" else journal.parent.name)
     return _RunPage(title, doc, _facts(doc, len(faults)), faults[:MAX_FAULTS],
                     lines[:MAX_TRANSCRIPT_LINES], max(0, len(lines) - MAX_TRANSCRIPT_LINES))
 
@@ -127,9 +129,11 @@ def transcript_line(event: Any) -> str | None:
 
 
 def _payload(payload: Any) -> str:
+    from workbench._export import plain
+
     if isinstance(payload, str):
         return payload
-    return json.dumps(payload, ensure_ascii=False, sort_keys=True)
+    return json.dumps(plain(payload), ensure_ascii=False, sort_keys=True, default=repr)
 
 
 def _cut(text: str) -> str:
