@@ -33,17 +33,19 @@ def write_notebook(path: Path, cells: Sequence[str | tuple[str, str]]) -> Path:
 
 _TIMING = re.compile(r"\b\d+(\.\d+)?\s?(s|ms|µs|us|tok/s|tokens/s)\b")
 _ADDRESS = re.compile(r"\b0x[0-9a-f]{6,}\b")
+_RUN_FOLDER = re.compile(r"\b\d{8}-\d{6}-seed\d+(-\d+)?\b")  # a default journal's folder
 
 
 def normalised_outputs(nb: Any, paths: Sequence[str]) -> list[list[Any]]:
-    """Each code cell's outputs with timings, the given paths and object addresses replaced
-    by placeholders, and widget model ids (random per kernel) replaced by their order."""
+    """Each code cell's outputs with timings, the given paths, default run folders (named by
+    the time) and object addresses replaced by placeholders, and widget model ids (random per kernel) replaced by their order."""
     ids: dict[str, str] = {}
 
     def text(value: str) -> str:
         for path in sorted(paths, key=len, reverse=True):
             value = value.replace(path, "<path>")
         value = _ADDRESS.sub("<address>", value)
+        value = _RUN_FOLDER.sub("<run folder>", value)
         return _TIMING.sub("<time>", value)
 
     def walk(value: Any, key: str = "") -> Any:

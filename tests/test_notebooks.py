@@ -1,0 +1,118 @@
+"""The notebook tour and the examples run headless, twice: the same journals, byte for byte,
+and the same outputs once timings and paths are normalised. The notebooks match their
+generator (scripts/make_notebooks.py)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from headless_helpers import normalised_outputs
+
+from workbench._headless import run_notebook
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
+EXAMPLES: dict[str, dict[str, Any]] = {
+    # name -> parameters (a script's become --name value): small, so CI stays fast
+    "conversation.py": {"rounds": 1},
+    "debate.py": {"turns": 2},
+    "code_review.py": {},
+    "research_team.py": {},
+}
+CELL_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class Twice:
+    """Two headless runs of the same notebook or script, each in its own copy of the tree."""
+
+    codes: tuple[int, int]
+    messages: tuple[str, str]
+    hashes: tuple[list[str], list[str]]
+    outputs: tuple[list[list[Any]], list[list[Any]]]
+
+
+def copy_tree(into: Path) -> Path:
+    """notebooks/ and examples/ (without node_modules) as they sit in the repository."""
+    shutil.copytree(ROOT / "notebooks", into / "notebooks",
+                    ignore=shutil.ignore_patterns("runs", ".ipynb_checkpoints"))
+    shutil.copytree(ROOT / "examples", into / "examples",
+                    ignore=shutil.ignore_patterns("node_modules", "runs", "*.cwasm"))
+    return into
+
+
+def run_twice(tmp: Path, relative: str, parameters: dict[str, Any]) -> Twice:
+    codes, messages, hashes, outputs = [], [], [], []
+    for attempt in ("a", "b"):
+        tree = copy_tree(tmp / attempt)
+        result = run_notebook(tree / relative, outdir=tmp / f"out-{attempt}",
+                              parameters=parameters, timeout=CELL_TIMEOUT_S, progress=False)
+        codes.append(result.code)
+        messages.append(result.message)
+        hashes.append([j.sha256 for j in result.journals])
+        assert result.notebook is not None
+        nb = nbformat.read(result.notebook, as_version=4)
+        outputs.append(normalised_outputs(nb, [str(tree), str(tmp / f"out-{attempt}")]))
+    return Twice((codes[0], codes[1]), (messages[0], messages[1]), (hashes[0], hashes[1]),
+                 (outputs[0], outputs[1]))
+
+
+@pytest.fixture(scope="module", params=NOTEBOOKS)
+def notebook_runs(request: pytest.FixtureRequest,
+                  tmp_path_factory: pytest.TempPathFactory) -> Twice:
+    return run_twice(tmp_path_factory.mktemp("nb"), f"notebooks/{request.param}", {})
+
+
+@pytest.mark.model
+def test_each_notebook_runs_headless(notebook_runs: Twice) -> None:
+    assert notebook_runs.codes == (0, 0), notebook_runs.messages
+
+
+@pytest.mark.model
+def test_each_notebook_writes_the_same_journals_twice(notebook_runs: Twice) -> None:
+    first, second = notebook_runs.hashes
+    assert first and first == second
+
+
+@pytest.mark.model
+def test_each_notebook_prints_the_same_twice(notebook_runs: Twice) -> None:
+    first, second = notebook_runs.outputs
+    assert any(first), "the notebook printed nothing"
+    assert first == second
+
+
+@pytest.fixture(scope="module", params=sorted(EXAMPLES))
+def example_runs(request: pytest.FixtureRequest,
+                 tmp_path_factory: pytest.TempPathFactory) -> Twice:
+    return run_twice(tmp_path_factory.mktemp("ex"), f"examples/{request.param}",
+                     EXAMPLES[request.param])
+
+
+@pytest.mark.model
+def test_each_example_runs_headless_twice_with_identical_journals(example_runs: Twice) -> None:
+    assert example_runs.codes == (0, 0), example_runs.messages
+    first, second = example_runs.hashes
+    assert first and first == second
+    assert any(example_runs.outputs[0]) and example_runs.outputs[0] == example_runs.outputs[1]
+
+
+def test_the_notebooks_match_their_generator() -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_notebooks.py"),
+                           "--check"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_notebooks_are_stored_without_outputs() -> None:
+    for name in NOTEBOOKS:
+        nb = json.loads((ROOT / "notebooks" / name).read_text())
+        code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+        assert all(c["outputs"] == [] and c["execution_count"] is None for c in code), name
+        assert sum("parameters" in c["metadata"].get("tags", []) for c in code) == 1, name
