@@ -132,21 +132,60 @@ class CompiledPythonAgent:
     package: AgentPackage
     capabilities: tuple[str, ...]
     guest_json: str
+    code: str  # the package compiled by the runtime's prepare, marshalled (latin-1)
     runtime: component.Component
     linker: component.Linker
+
+
+PREPARE_FUEL = 10_000_000_000
+"""Fuel for compiling one agent's source in the runtime (about 8,000 a byte of source)."""
+PREPARE_MEMORY_BYTES = 256 * 1024 * 1024
 
 
 def compile_agent(data: bytes, *, source: str, capabilities: tuple[str, ...],
                   runtime: str | None = None) -> CompiledPythonAgent:
     """Bind a package (see ``_package``) to the runtime at ``runtime`` (or the path the
-    package carries). Checks the source parses. Raises InvalidModule."""
+    package carries) and compile its source there, once (every step then runs the same
+    code, so its fuel does not depend on what ran before). Raises InvalidModule for a
+    damaged package, a missing runtime or source that does not compile."""
     package = read_package(data, source)
     path = runtime or package.runtime
     if path is None or not Path(path).is_file():
         raise InvalidModule(source, f"the Python-agent runtime {path!r} is missing")
     granted = tuple(c for c in HOST_CALLS if c in capabilities)
-    return CompiledPythonAgent(source, package, granted, package.guest_json(granted),
-                               _runtime(path, source), _linker(granted))
+    guest_json = package.guest_json(granted)
+    loaded, linker = _runtime(path, source), _linker(granted)
+    return CompiledPythonAgent(source, package, granted, guest_json,
+                               _prepare(loaded, linker, guest_json, source), loaded, linker)
+
+
+def _prepare(runtime: component.Component, linker: component.Linker, guest_json: str,
+             source: str) -> str:
+    store = wasmtime.Store(_state().engine)
+    store.set_fuel(PREPARE_FUEL)
+    store.set_epoch_deadline(1 << 48)
+    store.set_limits(memory_size=PREPARE_MEMORY_BYTES, instances=_MAX_CORE_INSTANCES,
+                     tables=_MAX_CORE_INSTANCES, memories=_MAX_CORE_INSTANCES)
+    try:
+        func = linker.instantiate(store, runtime).get_func(store, "prepare")
+        assert func is not None, "the runtime exports prepare"
+        result = func(store, guest_json)
+    except wasmtime.WasmtimeError as exc:
+        raise InvalidModule(source, "its source could not be compiled in the sandbox: "
+                            f"{one_line(str(exc).split('Caused by:')[-1])}") from None
+    ok, value = _outcome(result)
+    if not ok:
+        detail = json.loads(str(value)).get("detail", "")
+        raise InvalidModule(source, f"its source does not compile in the sandbox: {detail}")
+    return bytes(value).decode("latin-1")
+
+
+def _outcome(result: Any) -> tuple[bool, Any]:
+    """(ok, value) of a WIT ``result``: wasmtime-py gives a Variant when both sides are of
+    one Python type (``result<string, string>``), else the value itself."""
+    if hasattr(result, "tag"):
+        return result.tag == "ok", result.payload
+    return isinstance(result, bytes | bytearray), result
 
 
 # --- host functions -----------------------------------------------------------------------------
@@ -260,7 +299,7 @@ def _execute(agent: CompiledPythonAgent, step: GuestStep, input_json: bytes,
         instance = agent.linker.instantiate(store, agent.runtime)
         func = instance.get_func(store, "step")
         assert func is not None, "the runtime exports step"
-        result = func(store, agent.guest_json, input_json.decode("utf-8"))
+        result = func(store, agent.guest_json, agent.code, input_json.decode("utf-8"))
     except wasmtime.WasmtimeError as exc:
         return None, step.stopped or _error_fault(str(exc), step, memory_bytes)
     if step.halted:
@@ -270,9 +309,10 @@ def _execute(agent: CompiledPythonAgent, step: GuestStep, input_json: bytes,
 
 def _result(result: Any) -> tuple[bytes | None, Fault | None]:
     """The runtime's ``result<string, string>``: output bytes, or its fault."""
-    if getattr(result, "tag", None) == "ok":
-        return str(result.payload).encode("utf-8"), None
-    raw = json.loads(str(result.payload))
+    ok, value = _outcome(result)
+    if ok:
+        return str(value).encode("utf-8"), None
+    raw = json.loads(str(value))
     data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
     return None, Fault(str(raw.get("kind", "fault")), str(raw.get("detail", "")), data)
 

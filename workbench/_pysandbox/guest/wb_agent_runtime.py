@@ -6,8 +6,9 @@
 This file runs inside WebAssembly, never in the kernel. It is imported once, at build time
 (componentize-py snapshots the interpreter after that import), so every module an agent may
 import is imported here and lives in the snapshot. Every step then runs in a fresh instance
-of that snapshot: the host calls ``step(agent, input)`` with the agent package (its source as
-data) and the ABI v1 step input, and gets the ABI v1 output or a fault.
+of that snapshot. When an agent is loaded the host calls ``prepare(agent)`` with its package
+(its source as data) and keeps the compiled code it returns; each step it calls
+``step(agent, code, input)`` with the ABI v1 step input and gets the ABI v1 output or a fault.
 
 What an agent sees: the modules of ALLOWED (``random`` and ``time`` answered by the host's
 seeded calls), builtins without ``open``/``input``/``breakpoint`` and with an import that
@@ -16,7 +17,6 @@ imports no WASI at all (built with ``--stub-wasi``): a way around these Python-l
 reaches a stub that traps, which the host reports as a ``sandbox_denied`` trap.
 """
 
-import ast
 import base64
 import bisect
 import builtins
@@ -28,11 +28,13 @@ import decimal
 import enum
 import fractions
 import functools
+import gc
 import hashlib
 import heapq
 import itertools
 import json
 import linecache
+import marshal
 import math
 import operator
 import os
@@ -73,6 +75,7 @@ class _Discard:
 
 
 sys.stdout = sys.stderr = _Discard()
+gc.freeze()  # the snapshot's objects: never traversed by a step's collections
 
 AGENT_FILE = "<agent>"
 """The file name agent code is compiled under: its frames are the agent's own."""
@@ -246,15 +249,22 @@ def _namespace(host):
     return {"__builtins__": _builtins(modules, host), "__name__": "agent"}
 
 
-def _load(package, namespace, lines):
-    """Run the agent's captured pieces (each compiled at its own line of the cell), keeping
-    their lines by number in ``lines`` for tracebacks."""
+def prepare(agent_json):
+    """The agent's pieces compiled (each at its own line of the cell), marshalled. Compiling
+    is most of what running a little Python costs here, so it happens once, at load."""
+    package = json.loads(agent_json)
+    # blank lines first: the code keeps its line numbers
+    return marshal.dumps([compile("\n" * (piece["line"] - 1) + piece["code"], AGENT_FILE,
+                                  "exec") for piece in package["pieces"]])
+
+
+def _lines(package):
+    """The agent's source lines by number, for tracebacks."""
+    lines = {}
     for piece in package["pieces"]:
-        tree = ast.parse(piece["code"], AGENT_FILE)
-        ast.increment_lineno(tree, piece["line"] - 1)
         for offset, text in enumerate(piece["code"].splitlines()):
             lines[piece["line"] + offset] = text
-        exec(compile(tree, AGENT_FILE, "exec"), namespace)
+    return lines
 
 
 # --- one step ----------------------------------------------------------------------------------
@@ -281,7 +291,8 @@ def _agent_frames(exc):
     return [f for f in frames if f.filename == AGENT_FILE]
 
 
-def _exception_fault(exc, lines):
+def _exception_fault(exc, package):
+    lines = _lines(package)
     frames = _agent_frames(exc)
     where = f"{frames[-1].name} line {frames[-1].lineno}" if frames else ""
     shown = "".join(f"  {f.name} line {f.lineno}: {lines.get(f.lineno, '').strip()}\n"
@@ -298,22 +309,22 @@ def _exception_fault(exc, lines):
     return _fault("fault", message, where=where, traceback=trace)
 
 
-def run_step(agent_json, input_json):
+def run_step(agent_json, code, input_json):
     """(True, output JSON) or (False, fault JSON)."""
     package = json.loads(agent_json)
     request = json.loads(input_json)
     host = Host(package["capabilities"])
     namespace = _namespace(host)
-    lines = {}
     try:
-        _load(package, namespace, lines)
+        for piece in marshal.loads(code):
+            exec(piece, namespace)
         entry = namespace[package["entry"]]
         if package["kind"] == "class":
             entry = entry().step
         inbox = [{k: v for k, v in m.items() if k != "to"} for m in request["inbox"]]
         out = _normalise(entry(request["state"], inbox, host))
     except BaseException as exc:
-        return False, _exception_fault(exc, lines)
+        return False, _exception_fault(exc, package)
     try:
         return True, json.dumps(out, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:
@@ -323,8 +334,17 @@ def run_step(agent_json, input_json):
 
 
 class WitWorld(wit_world.WitWorld):
-    def step(self, agent: str, input: str) -> str:
-        ok, text = run_step(agent, input)
+    def prepare(self, agent: str) -> bytes:
+        try:
+            return prepare(agent)
+        except SyntaxError as exc:
+            where = f"line {exc.lineno}" if exc.lineno else ""
+            raise componentize_py_types.Err(_fault(
+                "fault", f"SyntaxError: {exc.msg}{' at ' + where if where else ''}",
+                where=where)) from None
+
+    def step(self, agent: str, code: str, input: str) -> str:
+        ok, text = run_step(agent, code.encode("latin-1"), input)
         if not ok:
             raise componentize_py_types.Err(text)
         return text
