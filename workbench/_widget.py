@@ -183,9 +183,10 @@ class RunView(anywidget.AnyWidget):
         with self._lock:
             if run is not None:
                 activity = run.activity
-                if vd.status["state"] != "finished" or activity in ("running", "pausing",
-                                                                    "paused"):
+                before = vd.status["state"]
+                if before != "finished" or activity in ("running", "pausing", "paused"):
                     vd.set_status(activity)
+                force_doc = force_doc or vd.status["state"] != before  # paused, closed ...
             if vd.reset:
                 doc = vd.take_document()
                 msg: dict[str, Any] | None = {"type": "doc", "doc": doc}
@@ -193,10 +194,8 @@ class RunView(anywidget.AnyWidget):
                 msg = vd.take_delta()
                 doc = None
             now = time.monotonic()
-            state = vd.status["state"]
-            settled = state in ("paused", "finished", "idle", "closed")
-            if doc is None and msg is not None and (
-                    now - self._last_doc >= DOC_INTERVAL_S or force_doc or settled):
+            if doc is None and (msg is not None or force_doc) and (
+                    now - self._last_doc >= DOC_INTERVAL_S or force_doc):
                 doc = vd.document()
         if msg is not None:
             self._post(msg)
