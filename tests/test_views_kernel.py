@@ -257,7 +257,7 @@ def test_the_controls_drive_the_run(tmp_path: Path) -> None:
     refused = _request(view, wire, {"type": "control", "id": 3, "action": "pause"})
     assert not refused["ok"] and "paused" in refused["error"]
     stepped = _request(view, wire, {"type": "control", "id": 31, "action": "step"})
-    assert stepped["result"] == {"step": paused_at} and run.activity == "idle"
+    assert stepped["result"] == {"step": paused_at} and run.activity == "paused"
     assert _request(view, wire, {"type": "control", "id": 4, "action": "run"})["ok"]
     busy = _request(view, wire, {"type": "control", "id": 41, "action": "step"})
     assert not busy["ok"] and "pause it first" in busy["error"]

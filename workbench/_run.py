@@ -296,16 +296,6 @@ class Run:
         if self._bg is not None:
             self._bg.resume()
 
-    def stop(self) -> RunSummary | None:
-        """End the background driver at its next step boundary (a paused one at once) and
-        collect it, as ``wait()`` does: the run is idle afterwards (to rewind, fork or step
-        it). None if there was no driver."""
-        refuse_inside_step("stop", self.agents)
-        if self._bg is None:
-            return None
-        self._bg.stop()
-        return self.wait()
-
     def wait(self, timeout: float | None = None) -> RunSummary | None:
         """Wait for the background driver to finish; re-raises its error. None on timeout.
         Once it has finished (with a summary or an error) the run is idle again."""

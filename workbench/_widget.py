@@ -325,13 +325,11 @@ class RunView(anywidget.AnyWidget):
 
 
 def _settle(run: Run) -> None:
-    """End a paused background driver, or collect one that finished, so that the run is
-    idle (to step, rewind or fork it)."""
-    activity = run.activity
-    if activity == "paused":
-        run.stop()
-    elif activity == "finished":
-        run.wait()  # collects its result (re-raising its error)
+    """Collect a background driver that finished (re-raising its error), so that the run
+    can be stepped, rewound or forked. A paused run can be as it is (``resume()`` goes on
+    from there)."""
+    if run.activity == "finished":
+        run.wait()
 
 
 def _control(run: Run, action: str) -> Any:
@@ -352,7 +350,7 @@ def _control(run: Run, action: str) -> Any:
         return {"activity": run.activity}
     if activity in ("running", "pausing"):
         raise RuntimeError(f"the run is {activity}: pause it first")
-    _settle(run)  # a paused driver ends here: the run steps one step at a time from now on
+    _settle(run)
     report = run.step()
     return {"step": None if report is None else report.step}
 
