@@ -45,7 +45,7 @@ from workbench._export import derived_batches, plain, reached_engine, request_sp
 from workbench._journal import read_journal
 from workbench._records import RunHeader, committed
 
-__all__ = ["FORMAT", "ViewDoc", "doc_from_journal", "header_json"]
+__all__ = ["FORMAT", "ViewDoc", "doc_from_journal", "header_json", "journal_title"]
 
 FORMAT = 1
 MAX_STEPS = 5_000
@@ -439,13 +439,22 @@ def _live_copy(live: Mapping[str, Any]) -> dict[str, Any]:
             "streaming": dict(live["streaming"])}
 
 
+def journal_title(path: str | os.PathLike[str]) -> str:
+    """How a view names a journal: its file name, with its folder when the file has the
+    default name (``runs/<time>-seed<seed>/journal.wbj``)."""
+    p = os.path.normpath(os.fspath(path))
+    name = os.path.basename(p)
+    folder = os.path.basename(os.path.dirname(p))
+    return f"{folder}/{name}" if name == "journal.wbj" and folder else name
+
+
 def doc_from_journal(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The view document of a journal (logical clock), with no model and no run. Raises
     JournalCorrupt / JournalError for a damaged or unreadable journal."""
     journal = read_journal(path)
     records = committed(journal.typed)
     header = records[0] if records and isinstance(records[0], RunHeader) else None
-    doc = ViewDoc(header, source="journal", title=os.path.basename(os.fspath(path)))
+    doc = ViewDoc(header, source="journal", title=journal_title(path))
     for i, record in enumerate(records):
         for e in committed_events(record, i, journal.offsets[i]):
             doc.apply(e)

@@ -23,7 +23,7 @@ import anywidget
 import traitlets
 
 from workbench._events import Event, RunFinished, Subscription
-from workbench._viewdoc import ViewDoc, doc_from_journal, summary_line
+from workbench._viewdoc import ViewDoc, doc_from_journal, journal_title, summary_line
 
 if TYPE_CHECKING:
     from workbench._run import Run
@@ -118,7 +118,7 @@ class RunView(anywidget.AnyWidget):
             self.doc = document or {}
             return
         self._vd = ViewDoc(run.header, source="live",
-                           title=os.path.basename(run.journal.path))
+                           title=journal_title(run.journal.path))
         self._vd.set_status(run.activity)
         self._vd.preload(*run.events.timings())  # steps that ran before the view existed
         self.doc = self._vd.take_document()
