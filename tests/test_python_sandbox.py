@@ -4,6 +4,7 @@ component under real wasmtime: capture, runs, replay, faults, limits and hostile
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,11 @@ import pytest
 import workbench as wb
 from tests.pysandbox_helpers import cell, faults, python_runtime, records
 from workbench._agents import stored_module
-from workbench.errors import ConfigError
+from workbench._pysandbox import _runtime
+from workbench._pysandbox._package import AgentPackage, Piece
+from workbench._pysandbox._runtime import runtime_path
+from workbench._wasm._pool import WorkerPool
+from workbench.errors import ConfigError, InvalidModule
 from workbench.testing import FakeEngine
 
 __all__ = ["python_runtime"]  # the session fixture: the runtime is built once
@@ -53,7 +58,7 @@ def critic(state, inbox, host):
 '''
 
 
-def team(path: Path, workers: int | None, **kinds: bool) -> wb.Run:
+def team(path: Path, workers: int | WorkerPool | None, **kinds: bool) -> wb.Run:
     ns = cell(TEAM)
     run = wb.Run(seed=3, journal=path, model=FakeEngine(), workers=workers)
     run.add_agent("writer", ns["writer"], sandbox=kinds.get("writer", True),
@@ -270,3 +275,56 @@ def agent(state, inbox, host):
     assert draw(1) == draw(1) != draw(2)
     calls = [r["fn"] for r in records(tmp_path / "1.wbj") if r["k"] == "call"]
     assert calls == ["random", "now"]
+
+
+def test_the_wall_clock_backstop_stops_a_python_step(tmp_path: Path) -> None:
+    ns = cell("def agent(state, inbox, host):\n    while True:\n        pass\n")
+    path = tmp_path / "t.wbj"
+    with wb.Run(seed=1, workers=0, journal=path) as run:
+        run.add_agent("a", ns["agent"], sandbox=True, limits=wb.Limits(
+            fuel=10**15, timeout_s=0.3))
+        run.step()
+    fault = faults(path)["a"]
+    assert (fault["kind"], fault["data"]) == ("timeout", {"timeout_s": 0.3})
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_source_that_does_not_compile_is_refused_at_add_agent(workers: int) -> None:
+    package = AgentPackage("a", "function", (Piece("def a(state:\n", 3),)).to_bytes()
+    with wb.Run(seed=1, workers=workers) as run, \
+            pytest.raises(InvalidModule, match="does not compile in the sandbox: SyntaxError"):
+        run.add_agent("a", package)
+
+
+def test_a_killed_worker_is_replaced_and_the_journal_is_unchanged(tmp_path: Path) -> None:
+    journals = []
+    for kill in (False, True):
+        path = tmp_path / f"{kill}.wbj"
+        with WorkerPool(1) as pool, team(path, workers=pool) as run:
+            run.run(2)
+            if kill:
+                os.kill(pool.pids()[0], signal.SIGKILL)
+            run.run(10)
+        journals.append(path.read_bytes())
+    assert journals[0] == journals[1]
+
+
+def test_a_fork_keeps_its_sandboxed_agents(tmp_path: Path) -> None:
+    with team(tmp_path / "parent.wbj", workers=0) as run:
+        run.run(2)
+        with run.fork(journal=tmp_path / "child.wbj") as child:
+            child.run(10)
+            assert child.state_of("critic")["n"] == 3
+    kinds = [a["id"]["kind"] for a in records(tmp_path / "child.wbj")[0]["agents"]]
+    assert kinds == ["python_sandbox", "python_sandbox"]
+    assert wb.replay(tmp_path / "child.wbj", workers=0).steps > 0
+
+
+def test_the_cached_runtime_is_not_built_again(monkeypatch: pytest.MonkeyPatch,
+                                               python_runtime: Path) -> None:
+    def refuse(output: Path) -> None:
+        raise AssertionError("componentize-py ran although the runtime is cached")
+
+    monkeypatch.setattr(_runtime, "_componentize", refuse)
+    assert runtime_path(progress=False) == python_runtime
+    assert python_runtime.parent.name == _runtime.runtime_key()

@@ -12,6 +12,7 @@ exceptions; what ``host`` raises is re-raised once the guest has stopped.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -152,11 +153,24 @@ def compile_agent(data: bytes, *, source: str, capabilities: tuple[str, ...],
     path = runtime or package.runtime
     if path is None or not Path(path).is_file():
         raise InvalidModule(source, f"the Python-agent runtime {path!r} is missing")
+    _check_syntax(package, source)
     granted = tuple(c for c in HOST_CALLS if c in capabilities)
     guest_json = package.guest_json(granted)
     loaded, linker = _runtime(path, source), _linker(granted)
     return CompiledPythonAgent(source, package, granted, guest_json,
                                _prepare(loaded, linker, guest_json, source), loaded, linker)
+
+
+def _check_syntax(package: AgentPackage, source: str) -> None:
+    """InvalidModule for a piece this Python cannot parse. Checked here because the guest's
+    parser, reporting a syntax error, reaches for the source file (a system call the sandbox
+    does not have) and traps instead of raising."""
+    for piece in package.pieces:
+        try:
+            ast.parse("\n" * (piece.line - 1) + piece.code, "<agent>")
+        except SyntaxError as exc:
+            raise InvalidModule(source, "its source does not compile in the sandbox: "
+                                f"SyntaxError: {exc.msg} (line {exc.lineno})") from None
 
 
 def _prepare(runtime: component.Component, linker: component.Linker, guest_json: str,
@@ -317,7 +331,19 @@ def _result(result: Any) -> tuple[bytes | None, Fault | None]:
     return None, Fault(str(raw.get("kind", "fault")), str(raw.get("detail", "")), data)
 
 
-_SYSTEM_CALL = re.compile(r"libc\.so!([A-Za-z0-9_]+)")
+_FRAME = re.compile(r"(libc|libpython[0-9.]*)\.so!([A-Za-z0-9_]+)")
+
+
+def _system_call(message: str) -> tuple[str, str] | None:
+    """(the libc function the interpreter called, the interpreter function that called it)
+    from a trap's backtrace (innermost frame first), when a WASI stub trapped under libc."""
+    libc = None
+    for library, name in _FRAME.findall(message):
+        if library == "libc":
+            libc = name
+        elif libc is not None:
+            return libc, name
+    return None if libc is None else (libc, "")
 
 
 def _error_fault(message: str, step: GuestStep, memory_bytes: int) -> Fault:
@@ -334,11 +360,13 @@ def _error_fault(message: str, step: GuestStep, memory_bytes: int) -> Fault:
         return fault("trap", "the guest trapped (stack_overflow): call stack exhausted",
                      code="stack_overflow", message=cause, at="")
     if "unreachable" in cause:
-        calls = _SYSTEM_CALL.findall(message)
-        if calls:
-            return fault("trap", f"the agent reached the system call {calls[0]}, which the "
-                         "sandbox does not provide (no files, network, clock or processes)",
-                         code="sandbox_denied", message=calls[0], at=calls[0])
+        call = _system_call(message)
+        if call is not None:
+            libc, python = call
+            return fault("trap", f"the agent reached the system call {libc} (from {python}), "
+                         "which the sandbox does not provide (no files, network, clock, "
+                         "environment or processes)", code="sandbox_denied", message=libc,
+                         at=python)
     if "memory" in cause and ("limit" in cause or "grow" in cause):
         return fault("memory_limit", f"the agent reached its memory limit of {memory_bytes} "
                      f"bytes: {cause}", memory_bytes=memory_bytes, memory_size=0,

@@ -335,13 +335,9 @@ def run_step(agent_json, code, input_json):
 
 class WitWorld(wit_world.WitWorld):
     def prepare(self, agent: str) -> bytes:
-        try:
-            return prepare(agent)
-        except SyntaxError as exc:
-            where = f"line {exc.lineno}" if exc.lineno else ""
-            raise componentize_py_types.Err(_fault(
-                "fault", f"SyntaxError: {exc.msg}{' at ' + where if where else ''}",
-                where=where)) from None
+        # (a syntax error traps: the parser reaches for the source file; the host parses
+        # the source before, to say so)
+        return prepare(agent)
 
     def step(self, agent: str, code: str, input: str) -> str:
         ok, text = run_step(agent, code.encode("latin-1"), input)
