@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -16,7 +17,10 @@ from workbench._headless import (
     EXIT_OK,
     EXIT_TIMEOUT,
     EXIT_USAGE,
+    run_notebook,
 )
+from workbench._nbparams import parse_assignments
+from workbench.errors import ConfigError
 
 RUN_CELL = """\
 import workbench as wb
@@ -167,3 +171,24 @@ def test_a_script_runs_with_parameters_as_arguments(
     assert "rounds 4 main __main__" in err  # --echo
     code, _, err = workbench_run(capsys, str(script), "-o", "out", "-p", "rounds=9")
     assert code == EXIT_CELL_FAILED and "SystemExit: 3" in err
+
+
+def test_progress_is_a_bar_on_a_terminal(tmp_path: Path) -> None:
+    nb = write_notebook(tmp_path / "two.ipynb", ["x = 1", "y = 2"])
+    stream = io.StringIO()
+    result = run_notebook(nb, outdir=tmp_path / "out", progress=True, stream=stream)
+    assert result.code == EXIT_OK
+    text = stream.getvalue()
+    assert "2/2" in text and "\r" in text  # tqdm redraws one line
+    assert "[1/2]" not in text  # not the plain lines
+
+
+def test_parameter_values_are_read_as_literals() -> None:
+    values = parse_assignments(["a=3", "b=2.5", "c=True", "d=[1, 'x']", "e=tides",
+                                "f='3'", "g=a b", "h=1e999", "i=None", "j="])
+    assert values == {"a": 3, "b": 2.5, "c": True, "d": [1, "x"], "e": "tides", "f": "3",
+                      "g": "a b", "h": "1e999", "i": None, "j": ""}
+    with pytest.raises(ConfigError, match="given twice"):
+        parse_assignments(["a=1", "a=2"])
+    with pytest.raises(ConfigError, match="not NAME=VALUE"):
+        parse_assignments(["1a=2"])

@@ -94,6 +94,8 @@ class HeadlessResult:
     report: Path | None = None
     summary: Path | None = None
     seconds: float = 0.0
+    execution_seconds: float = 0.0  # the kernel's start, the cells and its shutdown
+    outputs_seconds: float = 0.0  # copying journals, traces, the report
 
 
 @dataclass(frozen=True)
@@ -231,6 +233,7 @@ def _execute(nb: Any, cells: list[_Cell], path: Path, target: Path, workdir: Pat
         log = Path(tmp) / "runs.jsonl"
         env = {**os.environ, RUN_LOG_ENV: str(log)}
         code, message = EXIT_OK, ""
+        started = time.monotonic()
         try:
             with (target / KERNEL_LOG).open("wb") as kernel_log:
                 client.execute(cwd=str(workdir), env=env, stderr=kernel_log)
@@ -255,10 +258,13 @@ def _execute(nb: Any, cells: list[_Cell], path: Path, target: Path, workdir: Pat
             progress.close()
         if code != EXIT_OK:
             client.set_widgets_metadata()  # keep what the views showed until then
+        executed = time.monotonic()
         notebook = target / (path.stem + ".ipynb")
         nbformat.write(nb, notebook)
         result = HeadlessResult(code, message, notebook)
         _collect(read_run_log(log)[:MAX_JOURNALS], target, result, path.stem)
+        result.execution_seconds = executed - started
+        result.outputs_seconds = time.monotonic() - executed
     return result
 
 
@@ -399,6 +405,8 @@ def _write_summary(target: Path, source: Path, result: HeadlessResult) -> Path:
                       "trace": str(j.trace.relative_to(target)) if j.trace else None,
                       "sha256": j.sha256} for j in result.journals],
         "seconds": round(result.seconds, 3),
+        "execution_seconds": round(result.execution_seconds, 3),
+        "outputs_seconds": round(result.outputs_seconds, 3),
     }
     path = target / SUMMARY
     path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
