@@ -249,7 +249,7 @@ def decode_pixels(page: Any) -> int:
 def test_the_timeline_canvas_draws_spans_and_follows_deltas(page: Any) -> None:
     doc = sample()
     page.evaluate("(doc) => harness.mount(doc)", doc)
-    page.wait_for_function("() => harness.stats().timeline.draws > 0")
+    page.wait_for_function("() => harness.stats().timeline.spansDrawn > 0")
     stats = page.evaluate("() => harness.stats().timeline")
     assert stats["spansDrawn"] > 100
     assert decode_pixels(page) > 500

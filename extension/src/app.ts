@@ -45,7 +45,8 @@ export class App {
   private edges: [string, string][] = [];
   private edgeSet = new Set<string>();
   private channels = new Set<string>();
-  private structure = 0;
+  /** Bumped when the agents or channels change (a new document). */
+  private layoutVersion = 0;
   private dataVersion = 0;
   private selected: string | null = null;
   /** The step shown while not following the latest. */
@@ -165,14 +166,13 @@ export class App {
     const { edges } = graphEdges(doc, MAX_EDGES);
     this.edges = edges;
     this.edgeSet = new Set(edges.map(([from, to]) => edgeKey(from, to)));
-    this.structure += 1;
+    this.layoutVersion += 1;
     this.schedule();
   }
 
   private addRoutes(steps: Step[]): void {
     if (this.store === null) return;
     const names = new Set<string>();
-    let added = false;
     for (const step of steps) {
       for (const key of edgesInStep(step)) {
         if (this.edgeSet.has(key) || this.edges.length >= MAX_EDGES) continue;
@@ -181,10 +181,8 @@ export class App {
         if (!names.has(from) || !names.has(to)) continue;
         this.edgeSet.add(key);
         this.edges.push([from, to]);
-        added = true;
       }
     }
-    if (added) this.structure += 1;
   }
 
   private select(agent: string | null): void {
@@ -244,7 +242,7 @@ export class App {
     const statuses = withLive(cursor.agents, following ? doc.live : null);
     this.graph.update({
       doc,
-      structureKey: `${generation}:${this.structure}`,
+      layoutKey: `${generation}:${this.layoutVersion}`,
       edges: this.edges,
       channels: this.channels,
       views: cursor.agents,

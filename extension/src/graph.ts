@@ -16,11 +16,16 @@ export const CANVAS_THRESHOLD = 150;
 /** At most this many pulses animate at once; more edges in one step just light up. */
 const MAX_PULSES = 48;
 const PULSE_MS = 700;
+/** New routes trigger at most one SVG relayout per this many milliseconds. */
+const RELAYOUT_MS = 1000;
 
 export interface GraphInput {
   doc: Doc;
-  /** Changes whenever the set of agents or edges changes (then the layout is redone). */
-  structureKey: string;
+  /** Changes when the agents or the declared channels change: the layout is redone. */
+  layoutKey: string;
+  /** Channels, then routes in the order they were first used: only ever grows for one
+   * layoutKey. New routes are laid out again at most every RELAYOUT_MS in SVG mode; on the
+   * canvas they are drawn straight between the placed agents, so nothing moves. */
   edges: [string, string][];
   channels: Set<string>;
   views: Map<string, AgentView>;
@@ -57,7 +62,9 @@ export class GraphView {
   private svgNodes = new Map<string, SvgNode>();
   private svgEdges = new Map<string, SvgEdge>();
   private layout: GraphLayout | null = null;
-  private structureKey = "";
+  private layoutKey = "";
+  private laidEdges = 0;
+  private relayoutTimer: ReturnType<typeof setTimeout> | null = null;
   private view: Viewport = { scale: 1, x: 0, y: 0 };
   private userMoved = false;
   private input: GraphInput | null = null;
@@ -106,7 +113,8 @@ export class GraphView {
       return;
     }
     this.empty.style.display = "none";
-    if (input.structureKey !== this.structureKey || this.layout === null) this.relayout(input);
+    if (input.layoutKey !== this.layoutKey || this.layout === null) this.relayout(input);
+    else if (input.edges.length > this.laidEdges) this.newRoutes(input);
     if (this.stats.mode === "svg") this.updateSvg(input);
     else this.requestDraw();
   }
@@ -129,6 +137,7 @@ export class GraphView {
 
   destroy(): void {
     for (const cleanup of this.cleanups) cleanup();
+    if (this.relayoutTimer !== null) clearTimeout(this.relayoutTimer);
     for (const timer of this.timers) clearTimeout(timer);
     this.timers.clear();
     if (this.frame) cancelAnimationFrame(this.frame);
@@ -151,10 +160,32 @@ export class GraphView {
     });
     this.stats.layoutMs = performance.now() - started;
     this.stats.layouts += 1;
-    this.structureKey = input.structureKey;
+    this.layoutKey = input.layoutKey;
+    this.laidEdges = input.edges.length;
     this.setMode(canvas ? "canvas" : "svg");
     if (!canvas) this.buildSvg(input);
     if (!this.userMoved) this.fitView();
+  }
+
+  private newRoutes(input: GraphInput): void {
+    const layout = this.layout as GraphLayout;
+    if (this.stats.mode === "svg") {
+      if (this.relayoutTimer !== null) return;
+      this.relayoutTimer = setTimeout(() => {
+        this.relayoutTimer = null;
+        if (this.input !== null) {
+          this.relayout(this.input);
+          this.updateSvg(this.input);
+        }
+      }, RELAYOUT_MS);
+      return;
+    }
+    for (const [from, to] of input.edges.slice(this.laidEdges)) {
+      const a = layout.nodes.get(from);
+      const b = layout.nodes.get(to);
+      if (a !== undefined && b !== undefined) layout.edges.push({ from, to, points: [{ x: a.x, y: a.y }, { x: b.x, y: b.y }] });
+    }
+    this.laidEdges = input.edges.length;
   }
 
   private setMode(mode: "svg" | "canvas"): void {
@@ -231,7 +262,7 @@ export class GraphView {
 
   private showEmpty(): void {
     this.layout = null;
-    this.structureKey = "";
+    this.layoutKey = "";
     this.setMode("svg");
     if (this.svg !== null) {
       this.svg.remove();
@@ -326,7 +357,7 @@ export class GraphView {
       setAttr(node.g, "data-status", status);
       setAttr(node.g, "class", input.selected === name ? "wb-node wb-selected" : "wb-node");
       const streaming = input.doc.live.streaming[name];
-      setText(node.status, streaming !== undefined ? `${STATUS_LABEL[status]} · ${formatCount(streaming)} tok…` : STATUS_LABEL[status]);
+      setText(node.status, streaming !== undefined ? `${status} · ${formatCount(streaming)} tok…` : STATUS_LABEL[status]);
       const view = input.views.get(name);
       setText(node.meta, view ? metaLine(view) : "");
     }
@@ -450,10 +481,10 @@ function kindBadge(kind: string): string {
 }
 
 function metaLine(view: AgentView): string {
-  const parts = [`${formatCount(view.tokens)} tok`];
+  const parts = view.tokens > 0 || view.requests > 0 ? [`${formatCount(view.tokens)} tok`] : [];
   if (view.fuel !== null) parts.push(`fuel ${formatCount(view.fuel)}`);
   if (view.memory !== null) parts.push(formatBytes(view.memory));
-  return parts.join(" · ");
+  return parts.length > 0 ? parts.join(" · ") : view.lastRan === null ? "not run yet" : `ran at step ${view.lastRan}`;
 }
 
 function polyline(ctx: CanvasRenderingContext2D, points: Point[]): void {
