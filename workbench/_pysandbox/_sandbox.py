@@ -45,8 +45,8 @@ __all__ = ["HOST_INTERFACE", "CompiledPythonAgent", "compile_agent", "compile_co
 HOST_INTERFACE = "workbench:agent/host@1.0.0"
 _SETTINGS: dict[str, Any] = {**abi_sandbox._ENGINE_SETTINGS, "wasm_component_model": True}
 _MAX_CORE_INSTANCES = 64
-"""Core instances, tables and memories one runtime instance may create (it needs about a
-dozen instances: CPython, libc, the bindings and their adapters)."""
+"""Core instances, tables and memories one runtime instance may create (it needs fewer:
+CPython, libc, the bindings and their adapters). ``memory_bytes`` bounds each memory."""
 
 
 def engine_fingerprint() -> str:
