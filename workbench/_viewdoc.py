@@ -224,7 +224,8 @@ class ViewDoc:
             r.update(status=e.status, state=state, tokens=e.tokens, requests=e.requests)
             r["trimmed"] = r["trimmed"] or cut
         elif isinstance(e, FaultRaised):
-            r["fault"] = {"kind": e.fault_kind, "detail": _text(e.detail)}
+            data, _ = _value(e.fault_data)
+            r["fault"] = {"kind": e.fault_kind, "detail": _text(e.detail), "data": data}
         elif isinstance(e, MessageSent):
             payload, cut = _value(e.payload)
             r["trimmed"] = r["trimmed"] or cut
