@@ -77,9 +77,10 @@ export class ControlsView {
     setText(this.statusText, this.statusLine(input));
     const live = input.kernel && !journal;
     const open = doc.status.state !== "finished" && doc.status.state !== "closed";
-    this.runButton.disabled = !live || !open || doc.status.state === "running";
+    const going = doc.status.state === "running" || doc.status.state === "pausing";
+    this.runButton.disabled = !live || !open || going;
     this.pauseButton.disabled = !live || doc.status.state !== "running";
-    this.stepButton.disabled = !live || !open || doc.status.state === "running";
+    this.stepButton.disabled = !live || !open || going;
     const count = doc.steps.length;
     setAttr(this.slider, "max", String(Math.max(0, count - 1)));
     this.slider.disabled = count < 2;
@@ -89,7 +90,7 @@ export class ControlsView {
     const lastT = count > 0 ? doc.steps[count - 1].t : -1;
     setText(this.stepLabel, count === 0 ? "no steps yet" : `step ${shown} of ${lastT}${input.following ? " (latest)" : ""}`);
     this.latestButton.disabled = input.following;
-    const canTravel = live && input.index >= 0 && doc.status.state !== "running" && doc.status.state !== "closed";
+    const canTravel = live && input.index >= 0 && !going && doc.status.state !== "closed";
     this.rewindButton.disabled = !canTravel || this.confirming;
     this.forkButton.disabled = !canTravel || this.confirming;
     this.rewindButton.style.display = input.kernel && !journal ? "" : "none";

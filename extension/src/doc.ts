@@ -78,7 +78,7 @@ export interface Header {
 }
 
 export interface RunStatus {
-  state: "idle" | "running" | "paused" | "finished" | "closed";
+  state: "idle" | "running" | "pausing" | "paused" | "finished" | "closed";
   step: number;
   reason: string | null;
 }

@@ -151,7 +151,7 @@ export class GraphView {
     const started = performance.now();
     const box = this.body.getBoundingClientRect();
     this.layout = layoutGraph(agents, input.edges, {
-      nodeWidth: canvas ? 112 : 156,
+      nodeWidth: canvas ? 112 : 180,
       nodeHeight: canvas ? 26 : 58,
       nodeSep: canvas ? 8 : 18,
       rankSep: canvas ? 36 : 44,
@@ -338,7 +338,7 @@ export class GraphView {
       { class: "wb-node", transform: `translate(${node.x - node.w / 2} ${node.y - node.h / 2})` },
       s("rect", { class: "wb-card", width: node.w, height: node.h, rx: 6 }),
       s("rect", { class: "wb-bar", x: 0, y: 0, width: 5, height: node.h, rx: 2 }),
-      s("text", { x: 14, y: 18, class: "wb-name" }, oneLine(node.name, 16)),
+      s("text", { x: 14, y: 18, class: "wb-name" }, oneLine(node.name, 19)),
       s("rect", { class: "wb-badge", x: node.w - badgeWidth - 8, y: 7, width: badgeWidth, height: 14, rx: 3 }),
       s("text", { x: node.w - badgeWidth / 2 - 8, y: 17, class: "wb-badge-text", "text-anchor": "middle" }, badge),
       s("circle", { class: "wb-status-dot", cx: 18, cy: 31.5, r: 3.5 }),

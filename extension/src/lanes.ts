@@ -57,6 +57,7 @@ export function buildLanes(doc: Doc): LaneSet {
     end = Math.max(end, span.t1);
     spanCount += 1;
   }
+  borrowRequests(grouped);
   const order = new Map(doc.header.agents.map((a, i) => [a.name, i]));
   const lanes: Lane[] = [];
   const byName = new Map<string, Lane>();
@@ -71,6 +72,31 @@ export function buildLanes(doc: Doc): LaneSet {
     end = 1;
   }
   return { lanes, byName, start, end, spanCount };
+}
+
+/** An engine lane with batch outlines but no request spans of its own shows the batches'
+ * members: the agents' prefill and decode spans that name a batch (the same objects). */
+function borrowRequests(grouped: Map<string, Span[]>): void {
+  const engine = grouped.get(ENGINE_LANE) as Span[];
+  if (engine.some(isRequest)) return;
+  const borrowed: Span[] = [];
+  for (const [name, spans] of grouped) {
+    if (name === ENGINE_LANE) continue;
+    for (const span of spans) if (isRequest(span) && span.batch !== null && span.batch !== undefined) borrowed.push(span);
+  }
+  if (borrowed.length === 0) return;
+  const merged = engine.concat(borrowed);
+  merged.sort(byStart);
+  grouped.set(ENGINE_LANE, merged);
+}
+
+function isRequest(span: Span): boolean {
+  return span.kind === "prefill" || span.kind === "decode";
+}
+
+/** The agent a request span is for: its `agent`, else its lane. */
+export function requestAgent(span: Span): string | null {
+  return span.agent ?? (span.lane === ENGINE_LANE ? null : span.lane);
 }
 
 function indexLane(name: string, spans: Span[], engine: boolean, order: Map<string, number>): Lane {
@@ -91,10 +117,11 @@ function indexLane(name: string, spans: Span[], engine: boolean, order: Map<stri
 function assignBatchRows(spans: Span[], rows: Uint8Array, order: Map<string, number>): number {
   const members = new Map<string, string[]>();
   for (const span of spans) {
-    if (span.agent == null || span.kind === "batch") continue;
+    const agent = requestAgent(span);
+    if (agent === null || span.kind === "batch") continue;
     const key = batchKey(span);
     const list = members.get(key) ?? [];
-    if (!list.includes(span.agent)) list.push(span.agent);
+    if (!list.includes(agent)) list.push(agent);
     members.set(key, list);
   }
   let rowCount = 1;
@@ -103,8 +130,9 @@ function assignBatchRows(spans: Span[], rows: Uint8Array, order: Map<string, num
     rowCount = Math.max(rowCount, Math.min(list.length, MAX_ENGINE_ROWS));
   }
   spans.forEach((span, i) => {
-    if (span.agent == null || span.kind === "batch") return;
-    const place = members.get(batchKey(span))?.indexOf(span.agent) ?? 0;
+    const agent = requestAgent(span);
+    if (agent === null || span.kind === "batch") return;
+    const place = members.get(batchKey(span))?.indexOf(agent) ?? 0;
     rows[i] = Math.min(place, MAX_ENGINE_ROWS - 1);
   });
   return rowCount;

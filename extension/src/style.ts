@@ -82,6 +82,7 @@ export const CSS = `
   color: #fff; background: var(--wb-st-idle);
 }
 .wb-pill[data-state="running"] { background: var(--wb-st-running); }
+.wb-pill[data-state="pausing"] { background: var(--wb-st-running); opacity: 0.7; }
 .wb-pill[data-state="paused"] { background: var(--wb-st-ready); }
 .wb-pill[data-state="finished"] { background: var(--wb-success); }
 .wb-pill[data-state="closed"] { background: var(--wb-fg2); }

@@ -311,7 +311,7 @@ export class TimelineView {
     ctx.fillStyle = palette.fg1;
     for (let i = Math.max(0, from - 1); i < Math.min(this.marks.length, to + 1); i++) {
       const end = this.xOf(this.marks[i].at);
-      const begin = i > 0 ? this.xOf(this.marks[i - 1].at) : end - 24;
+      const begin = this.xOf(i > 0 ? this.marks[i - 1].at : doc.clock === "logical" ? this.marks[i].at - 1 : 0);
       const x = (begin + end) / 2;
       if (x < GUTTER + 8 || x > w - RIGHT_PAD - 8 || x - lastLabel < 26) continue;
       ctx.fillText(`${this.marks[i].t}`, x, AXIS / 2);

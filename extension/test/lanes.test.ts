@@ -61,3 +61,17 @@ test("step boundaries: commit times on the measured clock, t + 1 on the logical 
   d.clock = "logical";
   assert.deepEqual(stepBoundaries(d), [{ t: 0, at: 1 }, { t: 1, at: 2 }]);
 });
+
+test("an engine lane of batch outlines only shows the members' requests from their lanes", () => {
+  const d = doc(["a", "b"], [], [
+    span(ENGINE_LANE, "batch", 0, 2, { step: 0, batch: 0 }),
+    span("a", "queue", 0, 0.1, { step: 0, batch: 0 }),
+    span("a", "decode", 0.1, 2, { step: 0, batch: 0 }),
+    span("b", "decode", 0.1, 1.5, { step: 0, batch: 0, agent: "b" }),
+    span("b", "decode", 3, 4, { step: 1, batch: null }),
+  ]);
+  const engine = buildLanes(d).byName.get(ENGINE_LANE)!;
+  assert.deepEqual(engine.spans.map((s) => `${s.kind}:${s.lane}`), ["batch:engine", "decode:a", "decode:b"]);
+  assert.deepEqual([...engine.rows], [0, 0, 1]);
+  assert.equal(engine.rowCount, 2);
+});
