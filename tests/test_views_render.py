@@ -290,9 +290,22 @@ def test_a_large_team_is_drawn_on_a_canvas(page: Any) -> None:
     page.evaluate("(doc) => harness.mount(doc)", doc)
     page.wait_for_function("() => harness.stats().graph.draws > 0")
     graph = page.evaluate("() => harness.stats().graph")
-    assert graph["mode"] == "canvas" and graph["layouts"] == 1
+    assert graph["mode"] == "canvas" and graph["canvasView"] == "status" and graph["layouts"] == 1
     assert page.locator(".wb-node").count() == 0
     assert page.inner_text('[data-status-count="faulted"]') == "faulted 8"
+    # A faulted agent's square opens it in the inspector.
+    spot = page.evaluate("() => harness.stats().graph.locate('agent-0050')")
+    box = page.locator(".wb-graph-body").bounding_box()
+    page.mouse.click(box["x"] + spot["x"], box["y"] + spot["y"])
+    page.wait_for_selector("[data-inspector-agent]")
+    assert page.inner_text("[data-inspector-agent]") == "agent-0050"
+    assert page.get_attribute("[data-inspector-status]", "data-inspector-status") == "faulted"
+    # The laid-out graph on the canvas: the same agent is found there too.
+    draws = page.evaluate("() => harness.stats().graph.draws")
+    page.click("[data-graph-view]")
+    page.wait_for_function(f"() => harness.stats().graph.draws > {draws}")
+    assert page.evaluate("() => harness.stats().graph.canvasView") == "layout"
+    assert page.evaluate("() => harness.stats().graph.locate('agent-0050')") is not None
 
 
 XSS = [
@@ -415,3 +428,28 @@ def test_screenshots_of_each_pane(page: Any, theme: str, tmp_path_factory: Any) 
         assert path.stat().st_size > 5000
     page.locator(".wb-views").screenshot(path=str(out / "full.png"))
     print(f"screenshots: {out}")
+
+
+def expected_statuses(doc: dict[str, Any]) -> dict[str, str]:
+    """Each agent's status after the last step, with the live overlay, derived here."""
+    statuses = {a["name"]: "ready" for a in doc["header"]["agents"]}
+    for step in doc["steps"]:
+        for name, result in step["results"].items():
+            if name in statuses:
+                statuses[name] = result["status"]
+    for name in doc["live"]["running"]:
+        statuses[name] = "running"
+    for name in doc["live"]["waiting"]:
+        statuses[name] = "waiting"
+    return statuses
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.glob("*.json")))
+def test_every_fixture_document_renders(page: Any, name: str) -> None:
+    doc = json.loads((FIXTURES / name).read_text())
+    page.evaluate("(doc) => harness.mount(doc)", doc)
+    page.wait_for_function("() => harness.stats().timeline.spansDrawn > 0")
+    page.wait_for_function("(n) => document.querySelectorAll('.wb-node[data-status]').length === n",
+                           arg=len(doc["header"]["agents"]))
+    assert statuses(page) == expected_statuses(doc)
+    assert page.evaluate("() => harness.stats().spans()") == len(doc["spans"])

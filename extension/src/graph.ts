@@ -74,15 +74,30 @@ export class GraphView {
   private readonly cleanups: (() => void)[] = [];
   private readonly markerId = `wb-arrow-${++markerCounter}`;
   /** Exposed for tests and benchmarks. */
-  readonly stats = { mode: "svg" as "svg" | "canvas", layouts: 0, layoutMs: 0, draws: 0 };
+  readonly stats = {
+    mode: "svg" as "svg" | "canvas",
+    /** On the canvas: agents grouped by status, or the dagre layout. */
+    canvasView: "status" as "status" | "layout",
+    layouts: 0,
+    layoutMs: 0,
+    draws: 0,
+    /** Where an agent is drawn on the canvas (pane pixels), for tests. */
+    locate: (name: string): { x: number; y: number } | null => this.locate(name),
+  };
+  private readonly viewButton: HTMLButtonElement;
+  private readonly fitButton: HTMLButtonElement;
+  private cells: { name: string; x: number; y: number; size: number }[] = [];
 
   constructor(private readonly onSelect: (agent: string | null) => void) {
     this.legend = h("div", { class: "wb-legend" });
     const fitButton = h("button", { class: "wb-btn", type: "button", title: "Fit the graph to the pane" }, "Fit");
     fitButton.addEventListener("click", () => this.fitView());
+    this.fitButton = fitButton;
+    this.viewButton = h("button", { class: "wb-btn", type: "button", "data-graph-view": "" });
+    this.viewButton.addEventListener("click", () => this.setCanvasView(this.stats.canvasView === "status" ? "layout" : "status"));
     this.empty = h("div", { class: "wb-empty" });
     this.tip = h("div", { class: "wb-tip" });
-    this.body = h("div", { class: "wb-graph-body" }, this.empty, this.tip, h("div", { class: "wb-graph-tools" }, fitButton));
+    this.body = h("div", { class: "wb-graph-body" }, this.empty, this.tip, h("div", { class: "wb-graph-tools" }, this.viewButton, fitButton));
     this.el = h(
       "section",
       { class: "wb-pane wb-graph", "data-pane": "graph" },
@@ -189,7 +204,9 @@ export class GraphView {
   }
 
   private setMode(mode: "svg" | "canvas"): void {
+    if (mode === "canvas" && this.stats.mode !== "canvas") this.stats.canvasView = "status";
     this.stats.mode = mode;
+    this.syncTools();
     if (mode === "svg" && this.canvas !== null) {
       this.canvas.remove();
       this.canvas = null;
@@ -215,6 +232,7 @@ export class GraphView {
   }
 
   private moveView(view: Viewport): void {
+    if (this.stats.mode === "canvas" && this.stats.canvasView === "status") return;
     this.userMoved = true;
     this.view = view;
     this.applyView();
@@ -227,8 +245,36 @@ export class GraphView {
     if (this.canvas !== null) this.requestDraw();
   }
 
+  private setCanvasView(view: "status" | "layout"): void {
+    this.stats.canvasView = view;
+    this.syncTools();
+    this.requestDraw();
+  }
+
+  private syncTools(): void {
+    const canvas = this.stats.mode === "canvas";
+    this.viewButton.style.display = canvas ? "" : "none";
+    this.viewButton.textContent = this.stats.canvasView === "status" ? "Graph" : "By status";
+    this.viewButton.title = this.stats.canvasView === "status" ? "Show the laid-out graph" : "Group the agents by status";
+    this.fitButton.style.display = canvas && this.stats.canvasView === "status" ? "none" : "";
+  }
+
+  private locate(name: string): { x: number; y: number } | null {
+    if (this.stats.mode === "canvas" && this.stats.canvasView === "status") {
+      const cell = this.cells.find((c) => c.name === name);
+      return cell ? { x: cell.x + cell.size / 2, y: cell.y + cell.size / 2 } : null;
+    }
+    const node = this.layout?.nodes.get(name);
+    if (node === undefined) return null;
+    return { x: this.view.x + node.x * this.view.scale, y: this.view.y + node.y * this.view.scale };
+  }
+
   private nodeAt(px: number, py: number): NodeBox | null {
     if (this.layout === null) return null;
+    if (this.stats.mode === "canvas" && this.stats.canvasView === "status") {
+      const cell = this.cells.find((c) => px >= c.x - 0.5 && px < c.x + c.size + 0.5 && py >= c.y - 0.5 && py < c.y + c.size + 0.5);
+      return cell ? (this.layout.nodes.get(cell.name) ?? null) : null;
+    }
     const p = toContent(this.view, px, py);
     for (const node of this.layout.nodes.values()) {
       if (Math.abs(p.x - node.x) <= node.w / 2 && Math.abs(p.y - node.y) <= node.h / 2) return node;
@@ -417,6 +463,11 @@ export class GraphView {
     this.stats.draws += 1;
     const { w, h: height, ratio } = sizeCanvas(canvas);
     const palette = readPalette(this.el);
+    if (this.stats.canvasView === "status") {
+      ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+      this.drawByStatus(ctx, palette, input, w, height);
+      return;
+    }
     const view = this.view;
     ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
     ctx.fillStyle = palette.panel;
@@ -432,6 +483,65 @@ export class GraphView {
       if (node.x + node.w / 2 < left || node.x - node.w / 2 > right || node.y + node.h / 2 < top || node.y - node.h / 2 > bottom) continue;
       this.drawNode(ctx, palette, node, input, view.scale);
     }
+  }
+
+  /** Agents grouped by status: one card per status (fixed places, so nothing moves as agents
+   * change status), one square per agent in header order, as large as the card allows. */
+  private drawByStatus(ctx: CanvasRenderingContext2D, palette: Palette, input: GraphInput, w: number, height: number): void {
+    ctx.fillStyle = palette.panel;
+    ctx.fillRect(0, 0, w, height);
+    const groups = new Map<AgentStatus, string[]>(STATUSES.map((status) => [status, []]));
+    for (const agent of input.doc.header.agents) groups.get(input.statuses.get(agent.name) ?? "ready")?.push(agent.name);
+    const pad = 10;
+    const gap = 8;
+    const cardW = (w - 2 * pad - gap * (STATUSES.length - 1)) / STATUSES.length;
+    const top = pad;
+    const cardH = height - 2 * pad - 26;
+    this.cells = [];
+    // One square size for every card, the one the largest group needs, so sizes compare.
+    const largest = Math.max(...[...groups.values()].map((m) => m.length));
+    const { size, columns, capacity } = cellGrid(cardW - 16, cardH - 34, largest);
+    STATUSES.forEach((status, i) => {
+      const members = groups.get(status) as string[];
+      const x = pad + i * (cardW + gap);
+      ctx.fillStyle = palette.sunken;
+      ctx.fillRect(x, top, cardW, cardH);
+      ctx.fillStyle = palette.status[status];
+      ctx.fillRect(x, top, cardW, 3);
+      ctx.font = `600 11px ${palette.font}`;
+      ctx.textBaseline = "middle";
+      ctx.fillStyle = palette.fg;
+      ctx.fillText(status, x + 8, top + 14, cardW - 50);
+      ctx.textAlign = "right";
+      ctx.fillText(formatCount(members.length), x + cardW - 8, top + 14);
+      ctx.textAlign = "left";
+      const gridTop = top + 26;
+      members.slice(0, capacity).forEach((name, k) => {
+        const cx = x + 8 + (k % columns) * (size + 1);
+        const cy = gridTop + Math.floor(k / columns) * (size + 1);
+        ctx.fillStyle = palette.status[status];
+        ctx.fillRect(cx, cy, size, size);
+        if (name === input.selected) {
+          ctx.strokeStyle = palette.fg;
+          ctx.lineWidth = 2;
+          ctx.strokeRect(cx - 1, cy - 1, size + 2, size + 2);
+        }
+        this.cells.push({ name, x: cx, y: cy, size });
+      });
+      if (members.length > capacity) {
+        ctx.fillStyle = palette.fg2;
+        ctx.font = `10px ${palette.font}`;
+        ctx.fillText(`+${formatCount(members.length - capacity)} more`, x + 8, top + cardH - 8);
+      }
+    });
+    ctx.fillStyle = palette.fg2;
+    ctx.font = `11px ${palette.font}`;
+    ctx.fillText(
+      `${formatCount(input.doc.header.agents.length)} agents grouped by status: click a square to inspect it, or “Graph” for the laid-out graph.`,
+      pad,
+      height - pad - 8,
+      w - 2 * pad - 150,
+    );
   }
 
   private drawEdges(ctx: CanvasRenderingContext2D, palette: Palette, layout: GraphLayout, now: number, scale: number): void {
@@ -472,6 +582,18 @@ export class GraphView {
       ctx.strokeRect(x - 1, y - 1, node.w + 2, node.h + 2);
     }
   }
+}
+
+/** The largest square (10 px down to 3) whose grid holds `count` in a width x height box. */
+function cellGrid(width: number, height: number, count: number): { size: number; columns: number; capacity: number } {
+  let fit = { size: 3, columns: 1, capacity: 0 };
+  for (const size of [10, 8, 6, 5, 4, 3]) {
+    const columns = Math.max(1, Math.floor((width + 1) / (size + 1)));
+    const rows = Math.max(0, Math.floor((height + 1) / (size + 1)));
+    fit = { size, columns, capacity: columns * rows };
+    if (fit.capacity >= count) break;
+  }
+  return fit;
 }
 
 function kindBadge(kind: string): string {
