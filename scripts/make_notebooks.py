@@ -85,9 +85,10 @@ WebAssembly critic is stored beside the journal; the Python planner is passed in
     ("code", """report = wb.replay(run.journal.path, agents={"planner": planner})
 print(f"replayed {report.steps} steps: identical")"""),
     ("md", """The views: the agent graph, the inference timeline, a step slider and the inspector.
-They are drawn from the journal, so they also appear in the executed notebook and the
-offline report that `workbench run` writes."""),
-    ("code", "run.view()"),
+`wb.view(path)` draws them from the journal alone, so they also appear in the executed
+notebook and in the offline report that `workbench run` writes. `run.view()` shows the same
+views live, with run, pause, step, rewind and fork controls, while a run goes on."""),
+    ("code", "wb.view(run.journal.path)"),
 ]
 
 REPLAY: list[Cell] = [
@@ -200,7 +201,7 @@ while (step := run.step()) is not None:
     print(f"step {step.step}: ran {', '.join(step.ran)}")
 print("batches the model served:", engine.batches)
 print("the judge picked:", run.state_of("judge")["best"])"""),
-    ("code", "run.view()"),
+    ("code", "wb.view(run.journal.path)"),
 ]
 
 SANDBOX: list[Cell] = [
@@ -243,7 +244,7 @@ except wb.CapabilityError as err:
 probe.close()"""),
     ("code", """report = wb.replay(run.journal.path)  # the faults replay at the same steps
 print(f"replayed {report.steps} steps, faults included: identical")
-run.view()"""),
+wb.view(run.journal.path)"""),
 ]
 
 FORK: list[Cell] = [
@@ -310,7 +311,7 @@ for step in sorted(set(ours) | set(theirs)):
     print(f"step {step} ({verdict})\\n  original: {ours.get(step, '-')}\\n"
           f"  fork:     {theirs.get(step, '-')}")
 fork.close()"""),
-    ("code", "run.view()"),
+    ("code", "wb.view(run.journal.path)"),
 ]
 
 ENGINE: list[Cell] = [
@@ -368,7 +369,7 @@ print(f"one at a time: {one_by_one:.2f} s; batched: {batched:.2f} s "
               f"CPU: {gen.decode_tokens_per_s:.1f} tok/s")
 else:
     print("no GPU provider here: the CPU runs everything (docs/engine.md: the GPU install)")"""),
-    ("code", "run.view()"),
+    ("code", "wb.view(run.journal.path)"),
 ]
 
 NOTEBOOKS = {

@@ -17,6 +17,7 @@ import pytest
 from headless_helpers import normalised_outputs
 
 from workbench._headless import run_notebook
+from workbench._viewdoc import doc_from_journal
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
@@ -38,6 +39,7 @@ class Twice:
     messages: tuple[str, str]
     hashes: tuple[list[str], list[str]]
     outputs: tuple[list[list[Any]], list[list[Any]]]
+    views: list[tuple[str, int, int]]  # saved view: (journal, steps saved, steps journaled)
 
 
 def copy_tree(into: Path) -> Path:
@@ -61,8 +63,24 @@ def run_twice(tmp: Path, relative: str, parameters: dict[str, Any]) -> Twice:
         assert result.notebook is not None
         nb = nbformat.read(result.notebook, as_version=4)
         outputs.append(normalised_outputs(nb, [str(tree), str(tmp / f"out-{attempt}")]))
+        views = saved_views(nb, {j.source.name: j.copy for j in result.journals})
     return Twice((codes[0], codes[1]), (messages[0], messages[1]), (hashes[0], hashes[1]),
-                 (outputs[0], outputs[1]))
+                 (outputs[0], outputs[1]), views)
+
+
+def saved_views(nb: Any, journals: dict[str, Path]) -> list[tuple[str, int, int]]:
+    """The views saved in the notebook's widget state, each with the steps its document
+    holds and the steps of the journal it names."""
+    state = nb.metadata.get("widgets", {}).get(
+        "application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    found = []
+    for model in state.values():
+        doc = model.get("state", {}).get("doc")
+        if doc:
+            journal = journals.get(doc["title"])
+            expected = len(doc_from_journal(journal)["steps"]) if journal else -1
+            found.append((doc["title"], len(doc["steps"]), expected))
+    return found
 
 
 @pytest.fixture(scope="module", params=NOTEBOOKS)
@@ -80,6 +98,13 @@ def test_each_notebook_runs_headless(notebook_runs: Twice) -> None:
 def test_each_notebook_writes_the_same_journals_twice(notebook_runs: Twice) -> None:
     first, second = notebook_runs.hashes
     assert first and first == second
+
+
+@pytest.mark.model
+def test_each_notebook_saves_its_views_with_the_whole_run(notebook_runs: Twice) -> None:
+    assert notebook_runs.views, "no view in the saved widget state"
+    for title, saved, journaled in notebook_runs.views:
+        assert journaled > 0 and saved == journaled, title
 
 
 @pytest.mark.model
