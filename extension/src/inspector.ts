@@ -126,6 +126,7 @@ export class InspectorView {
         out.length > 0
           ? h("ul", { class: "wb-list", "data-out": "" }, ...out.slice(0, MAX_INBOX).map((m) => h("li", {}, h("span", { class: "wb-muted" }, `to ${oneLine(m.to, 40)} #${m.seq}  `), h("span", { class: "wb-mono" }, jsonLine(m.payload, 300)))))
           : h("div", { class: "wb-muted" }, "No messages."),
+        out.length > MAX_INBOX ? h("div", { class: "wb-muted" }, `… ${out.length - MAX_INBOX} more`) : null,
       ),
     );
     const logs = result.logs ?? [];

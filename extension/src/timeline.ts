@@ -250,13 +250,29 @@ export class TimelineView {
     ctx.restore();
     this.drawAxis(ctx, palette, w, doc);
     const shown = this.window.t1 - this.window.t0;
-    const note = `${this.spanNote}${this.spanNote ? " · " : ""}${doc.clock === "logical" ? `${shown.toFixed(1)} steps` : formatDuration(shown)} shown`;
+    let note = `${this.spanNote}${this.spanNote ? " · " : ""}${doc.clock === "logical" ? `${shown.toFixed(1)} steps` : formatDuration(shown)} shown`;
+    const lanes = this.visibleLanes(height);
+    if (lanes !== null) note += ` · lanes ${lanes[0]}–${lanes[1]} of ${this.placed.length} (drag or shift+wheel)`;
     if (this.note.textContent !== note) this.note.textContent = note;
     if (this.lanes !== null && this.lanes.spanCount === 0) this.drawEmpty(ctx, palette, w, height, doc);
     this.stats.draws += 1;
     this.stats.spansDrawn = drawn;
     this.stats.lastDrawMs = performance.now() - started;
     if (streaming) this.requestDraw();
+  }
+
+  /** The first and last lane shown (1-based), or null when all are. */
+  private visibleLanes(height: number): [number, number] | null {
+    let first = 0;
+    let last = 0;
+    this.placed.forEach((placed, i) => {
+      const top = placed.y - this.scrollY;
+      if (top >= AXIS - 1 && top + placed.height <= height + 1) {
+        if (first === 0) first = i + 1;
+        last = i + 1;
+      }
+    });
+    return first === 1 && last === this.placed.length ? null : [first, last];
   }
 
   private drawLaneBands(ctx: CanvasRenderingContext2D, palette: Palette, w: number, height: number): void {
