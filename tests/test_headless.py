@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -13,6 +17,7 @@ from headless_helpers import write_notebook
 from workbench import cli
 from workbench._headless import (
     EXIT_CELL_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_KERNEL_DIED,
     EXIT_OK,
     EXIT_TIMEOUT,
@@ -192,3 +197,28 @@ def test_parameter_values_are_read_as_literals() -> None:
         parse_assignments(["a=1", "a=2"])
     with pytest.raises(ConfigError, match="not NAME=VALUE"):
         parse_assignments(["1a=2"])
+
+
+def test_an_interrupt_has_its_own_code_and_keeps_partial_outputs(tmp_path: Path) -> None:
+    marker = tmp_path / "started"
+    nb = write_notebook(tmp_path / "long.ipynb", [
+        "x = 1", f"import pathlib, time\npathlib.Path({str(marker)!r}).touch()\ntime.sleep(60)"])
+    workbench = Path(sys.executable).parent / "workbench"
+    proc = subprocess.Popen([str(workbench), "run", str(nb), "-o", str(tmp_path / "out")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(600):  # the second cell is running once the marker exists (<= 60 s)
+            if marker.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert marker.exists()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == EXIT_INTERRUPTED, err
+    assert "interrupted (SIGINT or SIGTERM) during cell 2" in err
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["exit_code"] == EXIT_INTERRUPTED
+    executed = nbformat.read(tmp_path / "out" / "long.ipynb", as_version=4)
+    assert executed.cells[0].execution_count == 1

@@ -243,10 +243,15 @@ def _execute(nb: Any, cells: list[_Cell], path: Path, target: Path, workdir: Pat
                 f"(--timeout):\n{progress.current_head()}")
         except CellExecutionError:
             code, message = EXIT_CELL_FAILED, progress.failure(nb)
-        except DeadKernelError as exc:
-            code, message = EXIT_KERNEL_DIED, (
-                f"the kernel died while running {progress.current_label()} ({exc}); its own "
-                f"messages are in {target / KERNEL_LOG}:\n{progress.current_head()}")
+        except (DeadKernelError, AssertionError) as exc:
+            if _interrupted(client):
+                code, message = EXIT_INTERRUPTED, (
+                    f"interrupted (SIGINT or SIGTERM) during {progress.current_label()}; the "
+                    "kernel was shut down")
+            else:
+                code, message = EXIT_KERNEL_DIED, (
+                    f"the kernel died while running {progress.current_label()} ({exc}); its "
+                    f"own messages are in {target / KERNEL_LOG}:\n{progress.current_head()}")
         except NoSuchKernel as exc:
             return HeadlessResult(EXIT_USAGE, f"no kernel named {kernel!r} ({exc}); see "
                                               "`jupyter kernelspec list`")
@@ -266,6 +271,13 @@ def _execute(nb: Any, cells: list[_Cell], path: Path, target: Path, workdir: Pat
         result.execution_seconds = executed - started
         result.outputs_seconds = time.monotonic() - executed
     return result
+
+
+def _interrupted(client: Any) -> bool:
+    """Whether nbclient shut the kernel down on SIGINT/SIGTERM. Its signal handler replaces
+    Python's KeyboardInterrupt while cells run and leaves this future behind; the kernel then
+    looks dead (DeadKernelError), or nbclient's second cleanup fails an assertion."""
+    return getattr(client, "_async_cleanup_kernel_future", None) is not None
 
 
 class _Progress:
