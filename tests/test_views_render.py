@@ -89,6 +89,14 @@ def test_nodes_show_statuses_and_deltas_change_them(page: Any) -> None:
     assert statuses(page) == {"planner": "ready", "researcher": "waiting", "critic": "faulted",
                               "writer": "running", "counter": "done"}
     step = next_step(doc, 12, {"planner": "idle", "writer": "ready", "researcher": "ready"})
+    page.evaluate("""() => {
+        window.__pulsed = [];
+        new MutationObserver((records) => {
+            for (const r of records) if (r.target.classList.contains('wb-active'))
+                window.__pulsed.push(r.target.getAttribute('data-edge'));
+        }).observe(document.querySelector('.wb-graph-body svg'),
+                   { attributes: true, attributeFilter: ['class'], subtree: true });
+    }""")
     page.evaluate("(m) => harness.model.custom(m)",
                   delta(doc, doc["seq"] + 1, step, {"running": ["planner"], "waiting": [],
                                                     "streaming": {}}))
@@ -96,6 +104,10 @@ def test_nodes_show_statuses_and_deltas_change_them(page: Any) -> None:
     assert statuses(page) == {"planner": "running", "researcher": "ready", "critic": "faulted",
                               "writer": "ready", "counter": "done"}
     assert page.inner_text("[data-step-label]") == "step 12 of 12 (latest)"
+    # The drawn edge that carried a message in the new step pulsed, and no other (the new
+    # routes from the researcher and the planner are drawn at the next layout).
+    page.wait_for_function("() => window.__pulsed.length > 0")
+    assert set(page.evaluate("() => window.__pulsed")) == {"writer → planner"}
     # The edge that carried messages in the new step counts them.
     label = page.evaluate("""() => [...document.querySelectorAll('.wb-edge')]
         .find((e) => e.getAttribute('data-edge') === 'writer → planner')

@@ -255,7 +255,14 @@ export class App {
       { doc, agent: this.selected, step: t, status: this.selected === null ? null : (statuses.get(this.selected) ?? null), lostSteps },
       `${generation}:${index}`,
     );
-    this.controls.update({ doc, kernel: this.kernel !== null, index, following, agentsTotal: doc.header.agents.length });
+    this.controls.update({
+      doc,
+      kernel: this.kernel !== null,
+      index,
+      following,
+      agentsTotal: doc.header.agents.length,
+      dropped: store?.dropped ?? { steps: 0, spans: 0 },
+    });
     this.timeline.update(doc, this.dataVersion);
   }
 }

@@ -13,6 +13,8 @@ export interface ControlsInput {
   index: number;
   following: boolean;
   agentsTotal: number;
+  /** Steps and spans this view dropped to stay within its limits. */
+  dropped: { steps: number; spans: number };
 }
 
 export interface ControlsActions {
@@ -131,6 +133,10 @@ export class ControlsView {
     else text = "";
     const trimmed = doc.trimmed.steps + doc.trimmed.spans;
     if (trimmed > 0) text = `${text}${text ? " " : ""}Older details trimmed: ${doc.trimmed.steps} steps, ${doc.trimmed.spans} spans.`;
+    const { dropped } = input;
+    if (dropped.steps + dropped.spans > 0) {
+      text = `${text}${text ? " " : ""}This view keeps the newest steps and spans: ${dropped.steps} steps and ${dropped.spans} spans dropped.`;
+    }
     if (this.notice.getAttribute("data-kind") === "info" && this.notice.textContent === text) return;
     clear(this.notice);
     this.notice.setAttribute("data-kind", "info");
