@@ -249,6 +249,7 @@ export class App {
       statuses,
       counts: cursor.edges,
       selected: this.selected,
+      loading: store === null,
     });
     const lostSteps = store !== null && hasLostSteps(store);
     this.inspector.update(
@@ -258,6 +259,7 @@ export class App {
     this.controls.update({
       doc,
       kernel: this.kernel !== null,
+      loading: store === null,
       index,
       following,
       agentsTotal: doc.header.agents.length,

@@ -9,6 +9,8 @@ export interface ControlsInput {
   doc: Doc;
   /** Whether a kernel is attached (false for renderDocument). */
   kernel: boolean;
+  /** No document yet (the kernel's is on its way). */
+  loading: boolean;
   /** Index into doc.steps of the step shown (-1: none yet). */
   index: number;
   following: boolean;
@@ -75,9 +77,9 @@ export class ControlsView {
     const state = journal ? "journal" : doc.status.state;
     setText(this.title, oneLine(doc.title || "run", 60));
     setAttr(this.pill, "data-state", state);
-    setText(this.pill, journal ? "journal" : doc.status.state);
+    setText(this.pill, journal ? "journal" : input.loading ? "…" : doc.status.state);
     setText(this.statusText, this.statusLine(input));
-    const live = input.kernel && !journal;
+    const live = input.kernel && !journal && !input.loading;
     const open = doc.status.state !== "finished" && doc.status.state !== "closed";
     const going = doc.status.state === "running" || doc.status.state === "pausing";
     this.runButton.disabled = !live || !open || going;
@@ -114,6 +116,7 @@ export class ControlsView {
 
   private statusLine(input: ControlsInput): string {
     const { doc } = input;
+    if (input.loading) return "waiting for the document";
     const parts: string[] = [];
     parts.push(doc.status.step >= 0 ? `step ${doc.status.step}` : "no steps yet");
     parts.push(`${formatCount(input.agentsTotal)} agents`);
@@ -126,7 +129,8 @@ export class ControlsView {
   private showInfo(input: ControlsInput): void {
     const { doc } = input;
     let text: string;
-    if (doc.source === "journal") text = "A finished journal: move the slider to see any step; run controls need a live run.";
+    if (input.loading) text = "Waiting for the run's document from the kernel…";
+    else if (doc.source === "journal") text = "A finished journal: move the slider to see any step; run controls need a live run.";
     else if (!input.kernel) text = "Offline copy: move the slider to see any step; run controls need the notebook's kernel.";
     else if (doc.steps.length === 0) text = "No steps yet: start the run with run.start() or press Run or Step.";
     else if (!input.following) text = "Showing an earlier step: the graph and inspector are as of that step.";

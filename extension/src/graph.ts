@@ -32,6 +32,8 @@ export interface GraphInput {
   statuses: Map<string, AgentStatus>;
   counts: Map<string, number>;
   selected: string | null;
+  /** No document yet: the kernel's is on its way. */
+  loading: boolean;
 }
 
 interface SvgNode {
@@ -124,7 +126,7 @@ export class GraphView {
     const agents = input.doc.header.agents;
     this.renderLegend(input);
     if (agents.length === 0) {
-      this.showEmpty();
+      this.showEmpty(input.loading);
       return;
     }
     this.empty.style.display = "none";
@@ -306,7 +308,7 @@ export class GraphView {
     this.tip.style.top = `${py + 12}px`;
   }
 
-  private showEmpty(): void {
+  private showEmpty(loading: boolean): void {
     this.layout = null;
     this.layoutKey = "";
     this.setMode("svg");
@@ -315,7 +317,12 @@ export class GraphView {
       this.svg = null;
     }
     this.empty.style.display = "flex";
+    this.fitButton.style.display = "none";
     clear(this.empty);
+    if (loading) {
+      this.empty.append(h("b", {}, "Waiting for the run's document…"), h("span", {}, "It comes from the notebook's kernel; run the cell again if nothing appears."));
+      return;
+    }
     this.empty.append(
       h("b", {}, "No agents yet"),
       h("span", {}, "Add agents to the run, then start it with ", h("code", {}, "run.start()"), " or step it with ", h("code", {}, "run.step()"), "."),

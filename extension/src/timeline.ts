@@ -120,7 +120,8 @@ export class TimelineView {
     let y = AXIS;
     for (const lane of this.lanes.lanes) {
       if (lane.engine && hideEngine) continue;
-      const height = lane.engine ? Math.max(LANE, lane.rowCount * ENGINE_ROW + 8) : LANE;
+      // The engine lane has room for its name and provider label at least.
+      const height = lane.engine ? Math.max(LANE + 12, lane.rowCount * ENGINE_ROW + 8) : LANE;
       this.placed.push({ lane, y, height });
       y += height;
     }
@@ -263,6 +264,7 @@ export class TimelineView {
 
   /** The first and last lane shown (1-based), or null when all are. */
   private visibleLanes(height: number): [number, number] | null {
+    if (this.placed.length === 0) return null;
     let first = 0;
     let last = 0;
     this.placed.forEach((placed, i) => {
