@@ -7,7 +7,8 @@ synthetic view documents of 16 and 1,000 agents and 1,000 and 10,000 timeline sp
   spans), and while the timeline is panned (zoomed to a quarter, one drag move per frame);
 - the lag from a delta's arrival (the custom message handed to the view) to its appearance in
   the DOM (a MutationObserver sees the step label show the new step), p50 and p95;
-- the graph layout time (dagre) and the graph's mode (SVG or canvas).
+- the graph layout time (dagre) and the graph's mode (SVG or canvas);
+- one timeline frame's drawing time while panning and for the whole run in view.
 
 Run with `python benchmarks/views.py`; needs Playwright and Debian's `chromium` package. The
 figures depend on the machine: headless Chromium without a GPU draws canvases in software.
@@ -89,6 +90,7 @@ def measure_front_end(page: Any, agents: int, spans: int, seconds: float) -> dic
     page.wait_for_function("() => harness.stats().timeline.spansDrawn > 0")
     page.evaluate("() => harness.frame()")
     graph = page.evaluate("() => harness.stats().graph")
+    full = page.evaluate("() => harness.stats().timeline")
     page.add_script_tag(content=MEASURE_JS.read_text())
     deltas = page.evaluate("(args) => viewsBench.deltas(args)",
                            [DELTA_HZ, seconds * 1000, SPANS_PER_DELTA])
@@ -100,6 +102,7 @@ def measure_front_end(page: Any, agents: int, spans: int, seconds: float) -> dic
         "lag_p95": percentile(deltas["lags"], 0.95), "deltas": deltas["deltas"],
         "lags": len(deltas["lags"]), "hellos": deltas["hellos"], "fps_pan": pan["fps"],
         "draws_pan": pan["draws"], "frame_p95": pan["p95Frame"], "draw_ms": pan["drawMs"],
+        "full_draw_ms": full["lastDrawMs"], "full_spans": full["spansDrawn"],
     }
 
 
@@ -119,12 +122,12 @@ def print_front_end(rows: list[dict[str, Any]]) -> None:
           f"{SPANS_PER_DELTA} spans each")
     print(f"{'agents':>6} {'spans':>6} {'graph':>6} {'layout':>8} {'fps deltas':>10} "
           f"{'lag p50':>8} {'lag p95':>8} {'fps pan':>8} {'draws/s':>8} {'frame p95':>9} "
-          f"{'draw':>7}")
+          f"{'draw':>7} {'full draw':>10}")
     for r in rows:
         print(f"{r['agents']:>6} {r['spans']:>6} {r['graph']:>6} {r['layout_ms']:>6.0f}ms "
               f"{r['fps_deltas']:>10.1f} {r['lag_p50']:>6.1f}ms {r['lag_p95']:>6.1f}ms "
               f"{r['fps_pan']:>8.1f} {r['draws_pan']:>8.1f} {r['frame_p95']:>7.1f}ms "
-              f"{r['draw_ms']:>5.1f}ms")
+              f"{r['draw_ms']:>5.1f}ms {r['full_draw_ms']:>8.1f}ms")
         if r["lags"] < r["deltas"] * 0.9 or r["hellos"]:
             print(f"       (only {r['lags']} of {r['deltas']} deltas were timed; "
                   f"{r['hellos']} hello)")
