@@ -38,7 +38,8 @@ _RUN_FOLDER = re.compile(r"\b\d{8}-\d{6}-seed\d+(-\d+)?\b")  # a default journal
 
 def normalised_outputs(nb: Any, paths: Sequence[str]) -> list[list[Any]]:
     """Each code cell's outputs with timings, the given paths, default run folders (named by
-    the time) and object addresses replaced by placeholders, and widget model ids (random per kernel) replaced by their order."""
+    the time) and object addresses replaced by placeholders, and widget model ids (random
+    per kernel) replaced by their order."""
     ids: dict[str, str] = {}
 
     def text(value: str) -> str:

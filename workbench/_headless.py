@@ -228,6 +228,7 @@ def _execute(nb: Any, cells: list[_Cell], path: Path, target: Path, workdir: Pat
     progress = _Progress(cells, code_cells, bar=bar, echo=echo, out=out)
     client = NotebookClient(nb, timeout=timeout, kernel_name=kernel,
                             startup_timeout=STARTUP_TIMEOUT_S, store_widget_state=True,
+                            coalesce_streams=True,  # one stdout output however it was flushed
                             on_cell_start=progress.start, on_cell_executed=progress.done)
     with tempfile.TemporaryDirectory(prefix="workbench-run-") as tmp:
         log = Path(tmp) / "runs.jsonl"
