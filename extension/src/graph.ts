@@ -167,14 +167,21 @@ export class GraphView {
     const canvas = agents.length > CANVAS_THRESHOLD;
     const started = performance.now();
     const box = this.body.getBoundingClientRect();
-    this.layout = layoutGraph(agents, input.edges, {
+    const options = {
       nodeWidth: canvas ? 112 : 180,
       nodeHeight: canvas ? 26 : 58,
       nodeSep: canvas ? 8 : 18,
       rankSep: canvas ? 36 : 44,
       gap: canvas ? 16 : 28,
       aspect: box.width > 0 && box.height > 0 ? box.width / box.height : 2,
-    });
+    };
+    this.layout = layoutGraph(agents, input.edges, options);
+    // A small graph is also laid out top to bottom; the direction that fits the pane at the
+    // larger scale wins (the same every time for the same graph and pane).
+    if (!canvas && box.width > 0 && box.height > 0) {
+      const down = layoutGraph(agents, input.edges, { ...options, direction: "TB" });
+      if (fitScale(down, box) > fitScale(this.layout, box) * 1.05) this.layout = down;
+    }
     this.stats.layoutMs = performance.now() - started;
     this.stats.layouts += 1;
     this.layoutKey = input.layoutKey;
@@ -601,6 +608,10 @@ function cellGrid(width: number, height: number, count: number): { size: number;
     if (fit.capacity >= count) break;
   }
   return fit;
+}
+
+function fitScale(layout: GraphLayout, box: { width: number; height: number }): number {
+  return fit(layout.width, layout.height, box.width, box.height, 24, 1.25).scale;
 }
 
 function kindBadge(kind: string): string {

@@ -1,4 +1,4 @@
-// Graph layout with dagre (layered, left to right). No DOM here.
+// Graph layout with dagre (layered, left to right or top to bottom). No DOM here.
 //
 // Each connected component is laid out by dagre on its own; the components' bounding boxes
 // are then placed in rows, in the header order of their first agent, so that many unrelated
@@ -41,6 +41,8 @@ export interface LayoutOptions {
   gap: number;
   /** Width / height the packed components aim at (the pane's shape). */
   aspect: number;
+  /** Ranks left to right (the default) or top to bottom. */
+  direction?: "LR" | "TB";
 }
 
 export function layoutGraph(agents: string[], edges: [string, string][], options: LayoutOptions): GraphLayout {
@@ -99,7 +101,7 @@ function layoutComponent(component: Component, options: LayoutOptions): Laid {
     return { nodes: [{ name: component.names[0], x: w / 2, y: h / 2, w, h }], edges: [], width: w, height: h };
   }
   const graph = new dagre.graphlib.Graph({ multigraph: false, directed: true });
-  graph.setGraph({ rankdir: "LR", nodesep: options.nodeSep, ranksep: options.rankSep, marginx: 0, marginy: 0 });
+  graph.setGraph({ rankdir: options.direction ?? "LR", nodesep: options.nodeSep, ranksep: options.rankSep, marginx: 0, marginy: 0 });
   graph.setDefaultEdgeLabel(() => ({}));
   for (const name of component.names) graph.setNode(name, { width: w, height: h });
   for (const [from, to] of component.edges) graph.setEdge(from, to, {});
