@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from headless_helpers import write_notebook
 from workbench import cli
 from workbench._headless import (
     EXIT_CELL_FAILED,
+    EXIT_CODES,
     EXIT_INTERRUPTED,
     EXIT_KERNEL_DIED,
     EXIT_OK,
@@ -222,3 +224,11 @@ def test_an_interrupt_has_its_own_code_and_keeps_partial_outputs(tmp_path: Path)
     assert summary["exit_code"] == EXIT_INTERRUPTED
     executed = nbformat.read(tmp_path / "out" / "long.ipynb", as_version=4)
     assert executed.cells[0].execution_count == 1
+
+
+def test_help_lists_every_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--help"])
+    text = capsys.readouterr().out
+    for code, meaning in EXIT_CODES.items():
+        assert re.search(rf"^\s+{code}\s+{re.escape(meaning[:30])}", text, re.MULTILINE), code
