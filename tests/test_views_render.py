@@ -465,3 +465,28 @@ def test_every_fixture_document_renders(page: Any, name: str) -> None:
                            arg=len(doc["header"]["agents"]))
     assert statuses(page) == expected_statuses(doc)
     assert page.evaluate("() => harness.stats().spans()") == len(doc["spans"])
+
+
+def test_live_updates_keep_the_inspectors_folds_and_scroll(page: Any) -> None:
+    doc = sample()
+    page.evaluate("(doc) => harness.mount(doc)", doc)
+    wait_status(page, "planner", "ready")
+    page.click('.wb-node[data-agent="planner"]')
+    plan = ".wb-json details details:has(> summary > .wb-k:text-is('plan: '))"
+    page.wait_for_selector(plan)
+    assert page.eval_on_selector(plan, "(d) => d.open") is True
+    page.click(f"{plan} > summary")
+    assert page.eval_on_selector(plan, "(d) => d.open") is False
+    page.eval_on_selector(".wb-inspector-body", "(b) => { b.scrollTop = 40; }")
+    step = next_step(doc, 12, {"planner": "ready"})
+    page.evaluate("(m) => harness.model.custom(m)",
+                  delta(doc, doc["seq"] + 1, step, doc["live"]))
+    page.wait_for_function("""() => document.querySelector('[data-pane="inspector"] .wb-pane-head')
+        .textContent.includes('as of step 12')""")
+    assert page.eval_on_selector(plan, "(d) => d.open") is False
+    assert page.eval_on_selector(".wb-inspector-body", "(b) => b.scrollTop") == 40
+    # Another agent starts from the default folds.
+    page.click('.wb-node[data-agent="researcher"]')
+    notes = ".wb-json details details:has(> summary > .wb-k:text-is('notes: '))"
+    page.wait_for_selector(notes)
+    assert page.eval_on_selector(notes, "(d) => d.open") is True

@@ -4,7 +4,7 @@
 import type { AgentStatus, Doc } from "./doc";
 import { faultsAsOf, inboxAsOf, lastResult, stateAsOf } from "./derive";
 import { clear, h } from "./dom";
-import { jsonTree } from "./jsontree";
+import { jsonTree, type TreeState } from "./jsontree";
 import { STATUS_LABEL } from "./palette";
 import { displayText, formatBytes, formatCount, jsonLine, oneLine } from "./text";
 
@@ -26,6 +26,8 @@ export class InspectorView {
   private readonly body: HTMLElement;
   private readonly head: HTMLElement;
   private shownKey = "";
+  private shownAgent: string | null = null;
+  private treeState: TreeState = new Map();
 
   constructor() {
     this.head = h("span", { class: "wb-muted" });
@@ -44,6 +46,12 @@ export class InspectorView {
     const key = `${input.agent}\u0000${input.step}\u0000${input.status}\u0000${dataKey}`;
     if (key === this.shownKey) return;
     this.shownKey = key;
+    // The same agent again (a new step, a status change): keep the scroll position and the
+    // branches the user opened or closed.
+    const sameAgent = input.agent === this.shownAgent;
+    const scroll = sameAgent ? this.body.scrollTop : 0;
+    if (!sameAgent) this.treeState = new Map();
+    this.shownAgent = input.agent;
     clear(this.body);
     if (input.agent === null) {
       this.head.textContent = "";
@@ -52,6 +60,7 @@ export class InspectorView {
     }
     this.head.textContent = input.step >= 0 ? `as of step ${input.step}` : "before the first step";
     this.render(input, input.agent);
+    this.body.scrollTop = scroll;
   }
 
   private render(input: InspectorInput, agent: string): void {
@@ -96,7 +105,7 @@ export class InspectorView {
     const state = stateAsOf(doc, step, agent, input.lostSteps);
     this.body.append(
       state.known
-        ? section(`State${state.step === null ? " (initial)" : ` after step ${state.step}`}`, jsonTree(state.state))
+        ? section(`State${state.step === null ? " (initial)" : ` after step ${state.step}`}`, jsonTree(state.state, this.treeState))
         : section("State", h("div", { class: "wb-note", "data-trimmed": "state" }, `Not available: ${state.reason}.`)),
     );
 
