@@ -1,6 +1,7 @@
-"""A research team summarising a document: one researcher (Python) per section summarises it
-in parallel on the default model (one batch), and an editor (Python) turns the notes into a
-short brief.
+"""A research team summarising a document: an editor (Python) hands each section to its own
+researcher (the AssemblyScript summarizer, compiled to WebAssembly and run sandboxed), the
+researchers summarise in parallel on the default model (one batch), and the editor turns
+their notes into a short brief.
 
     python examples/research_team.py [--document FILE.md] [--sections 3] [--model NAME]
     workbench run examples/research_team.py -p sections=2
@@ -16,8 +17,9 @@ from typing import Any
 import workbench as wb
 
 HERE = Path(__file__).resolve().parent
+SUMMARIZER = HERE / "agents" / "prebuilt" / "summarizer.wasm"  # from agents/summarizer.ts
 MAX_SECTION_CHARS = 800
-MAX_TOKENS = 24
+MAX_TOKENS = 48
 
 
 def sections_of(path: Path, limit: int) -> list[tuple[str, str]]:
@@ -29,21 +31,23 @@ def sections_of(path: Path, limit: int) -> list[tuple[str, str]]:
     return found[:limit]
 
 
-def researcher(state: dict[str, Any], inbox: Any, host: Any) -> dict[str, Any]:
-    ask = f"Summarise in one sentence:\n{state['text']}"
-    reply = host.infer({"messages": [{"role": "user", "content": ask}],
-                        "max_tokens": MAX_TOKENS})
-    note = {"heading": state["heading"], "note": reply["text"].strip()}
-    return {"state": {**state, "note": note["note"]}, "outbox": [("editor", note)],
-            "status": "done"}
-
-
-def editor(state: dict[str, Any], inbox: list[dict[str, Any]], host: Any) -> dict[str, Any]:
-    notes = "\n".join(f"{m['payload']['heading']}: {m['payload']['note']}" for m in inbox)
-    reply = host.infer({"messages": [{"role": "user", "content":
-                                      f"Write a two-sentence brief from these notes:\n{notes}"}],
-                        "max_tokens": MAX_TOKENS * 2})
-    return {"state": {"brief": reply["text"].strip()}, "outbox": [], "status": "done"}
+def editor(sections: dict[str, tuple[str, str]]) -> Any:
+    """Sends each researcher its section, waits for every summary, then writes the brief."""
+    def step(state: dict[str, Any], inbox: list[dict[str, Any]], host: Any) -> dict[str, Any]:
+        if not state["sent"]:
+            outbox = [(name, {"text": text}) for name, (_, text) in sections.items()]
+            return {"state": {**state, "sent": True}, "outbox": outbox, "status": "idle"}
+        notes = {**state["notes"], **{m["from"]: m["payload"].get("summary", "")
+                                      for m in inbox}}
+        if len(notes) < len(sections):
+            return {"state": {**state, "notes": notes}, "outbox": [], "status": "idle"}
+        listed = "\n".join(f"{sections[n][0]}: {notes[n]}" for n in sorted(notes))
+        reply = host.infer({"messages": [{"role": "user", "content":
+                                          f"Write a two-sentence brief from these notes:\n"
+                                          f"{listed}"}], "max_tokens": MAX_TOKENS})
+        return {"state": {**state, "notes": notes, "brief": reply["text"].strip()},
+                "outbox": [], "status": "done"}
+    return step
 
 
 def main() -> int:
@@ -56,18 +60,20 @@ def main() -> int:
     parser.add_argument("--journal", default="runs/research_team.wbj")
     args = parser.parse_args()
 
-    sections = sections_of(Path(args.document), args.sections)
-    names = [f"researcher-{i}" for i in range(1, len(sections) + 1)]
-    run = wb.Run(seed=args.seed, policy=wb.DAG({**{n: ["editor"] for n in names}}),
-                 model=args.model, journal=args.journal, overwrite=True)
-    for name, (heading, text) in zip(names, sections, strict=True):
-        run.add_agent(name, researcher, state={"heading": heading, "text": text, "note": ""})
-    run.add_agent("editor", editor, state={"brief": ""})
+    sections = {f"researcher-{i}": section for i, section in
+                enumerate(sections_of(Path(args.document), args.sections), 1)}
+    run = wb.Run(seed=args.seed, policy="parallel", model=args.model, journal=args.journal,
+                 overwrite=True)
+    run.add_agent("editor", editor(sections), state={"sent": False, "notes": {}, "brief": ""})
+    for name in sections:
+        run.add_agent(name, SUMMARIZER, capabilities=["infer", "log", "random", "now"],
+                      fuel=50_000_000, memory="16MiB", state={"summarized": 0})
+        run.connect("editor", name, both=True)
     with run:
         summary = run.run()
-        for name in names:
-            state = run.state_of(name)
-            print(f"{state['heading']}: {state['note']}")
+        notes = run.state_of("editor")["notes"]
+        for name, (heading, _) in sections.items():
+            print(f"{heading}: {notes.get(name, '').strip()}")
         print(f"\nbrief: {run.state_of('editor')['brief']}")
     print(f"{summary.steps} steps; journal {run.journal.path}")
     return 0

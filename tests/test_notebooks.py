@@ -141,3 +141,14 @@ def test_the_notebooks_are_stored_without_outputs() -> None:
         code = [c for c in nb["cells"] if c["cell_type"] == "code"]
         assert all(c["outputs"] == [] and c["execution_count"] is None for c in code), name
         assert sum("parameters" in c["metadata"].get("tags", []) for c in code) == 1, name
+
+
+@pytest.mark.toolchain
+def test_the_prebuilt_summarizer_is_built_from_its_source(tmp_path: Path) -> None:
+    from workbench._wasm._build import build_agent
+
+    agents = ROOT / "examples" / "agents"
+    built = build_agent(agents / "summarizer.ts", tmp_path / "summarizer.wasm")
+    assert built.read_bytes() == (agents / "prebuilt" / "summarizer.wasm").read_bytes(), (
+        "examples/agents/prebuilt/summarizer.wasm is stale: rebuild it with `workbench "
+        "build-agent examples/agents/summarizer.ts -o examples/agents/prebuilt/summarizer.wasm`")
