@@ -490,3 +490,24 @@ def test_live_updates_keep_the_inspectors_folds_and_scroll(page: Any) -> None:
     notes = ".wb-json details details:has(> summary > .wb-k:text-is('notes: '))"
     page.wait_for_selector(notes)
     assert page.eval_on_selector(notes, "(d) => d.open") is True
+
+
+def test_hovering_a_span_shows_its_details(page: Any) -> None:
+    doc = sample()
+    page.evaluate("(doc) => harness.mount(doc)", doc)
+    page.wait_for_function("() => harness.stats().timeline.spansDrawn > 0")
+    span = next(s for s in doc["spans"] if s["lane"] == "writer" and s["kind"] == "decode"
+                and s["fallback"])
+    spot = page.evaluate("([lane, t]) => harness.stats().timeline.pointAt(lane, t)",
+                         ["writer", (span["t0"] + span["t1"]) / 2])
+    box = page.locator(".wb-timeline-body").bounding_box()
+    page.mouse.move(box["x"] + spot["x"], box["y"] + spot["y"])
+    tip = '[data-pane="timeline"] .wb-tip'
+    page.wait_for_selector(tip, state="visible")
+    lines = page.inner_text(tip).splitlines()
+    assert lines[0] == "decode · writer"
+    assert lines[1] == f"step {span['step']} · batch {span['batch']}"
+    assert f"{span['tokens']} tokens" in lines
+    assert "fell back to another provider" in lines
+    page.mouse.move(box["x"] + 5, box["y"] + 5)
+    page.wait_for_selector(tip, state="hidden")

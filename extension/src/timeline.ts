@@ -46,7 +46,14 @@ export class TimelineView {
   private frame = 0;
   private readonly cleanups: (() => void)[] = [];
   /** Exposed for tests and benchmarks: draws done, spans drawn by the last one, its time. */
-  readonly stats = { draws: 0, spansDrawn: 0, lastDrawMs: 0, lanes: 0 };
+  readonly stats = {
+    draws: 0,
+    spansDrawn: 0,
+    lastDrawMs: 0,
+    lanes: 0,
+    /** Where time `t` on a lane's first row is drawn (pane pixels), for tests. */
+    pointAt: (lane: string, t: number): { x: number; y: number } | null => this.pointAt(lane, t),
+  };
 
   constructor() {
     this.canvas = h("canvas", { "data-timeline": "canvas" });
@@ -184,6 +191,13 @@ export class TimelineView {
     const full = this.fullWindow();
     this.following = this.window.t1 >= full.t1 - (full.t1 - full.t0) * 0.005;
     this.requestDraw();
+  }
+
+  private pointAt(lane: string, t: number): { x: number; y: number } | null {
+    const placed = this.placed.find((p) => p.lane.name === lane);
+    if (placed === undefined) return null;
+    const y = placed.lane.engine ? placed.y + 4 + ENGINE_ROW / 2 : placed.y + LANE / 2;
+    return { x: this.xOf(t), y: y - this.scrollY };
   }
 
   private hover(px: number, py: number): void {
