@@ -307,8 +307,6 @@ class _Progress:
     def done(self, cell: Any, cell_index: int, execute_reply: Any) -> None:
         seconds = time.monotonic() - self._started
         status = (execute_reply or {}).get("content", {}).get("status", "ok")
-        if self._echo:
-            self._write(_printed(cell))
         self._done += 1
         line = (f"[{self._done}/{self._total}] {self._cells[cell_index].label}: "
                 f"{'ok' if status == 'ok' else status} ({seconds:.1f} s)")
@@ -316,6 +314,8 @@ class _Progress:
             self._bar.update(1)
         else:
             self._write(line)
+        if self._echo:  # what the cell printed, after the line that names it
+            self._write(_printed(cell))
 
     def _write(self, text: str) -> None:
         if not text:
