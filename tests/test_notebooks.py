@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import nbformat
 import pytest
 from headless_helpers import normalised_outputs
+from lab import chromium
 
 from workbench._headless import run_notebook
 from workbench._viewdoc import doc_from_journal
@@ -40,6 +42,7 @@ class Twice:
     hashes: tuple[list[str], list[str]]
     outputs: tuple[list[list[Any]], list[list[Any]]]
     views: list[tuple[str, int, int]]  # saved view: (journal, steps saved, steps journaled)
+    report: Path | None  # the first run's report.html
 
 
 def copy_tree(into: Path) -> Path:
@@ -52,7 +55,7 @@ def copy_tree(into: Path) -> Path:
 
 
 def run_twice(tmp: Path, relative: str, parameters: dict[str, Any]) -> Twice:
-    codes, messages, hashes, outputs = [], [], [], []
+    codes, messages, hashes, outputs, reports = [], [], [], [], []
     for attempt in ("a", "b"):
         tree = copy_tree(tmp / attempt)
         result = run_notebook(tree / relative, outdir=tmp / f"out-{attempt}",
@@ -64,8 +67,9 @@ def run_twice(tmp: Path, relative: str, parameters: dict[str, Any]) -> Twice:
         nb = nbformat.read(result.notebook, as_version=4)
         outputs.append(normalised_outputs(nb, [str(tree), str(tmp / f"out-{attempt}")]))
         views = saved_views(nb, {j.source.name: j.copy for j in result.journals})
+        reports.append(result.report)
     return Twice((codes[0], codes[1]), (messages[0], messages[1]), (hashes[0], hashes[1]),
-                 (outputs[0], outputs[1]), views)
+                 (outputs[0], outputs[1]), views, reports[0])
 
 
 def saved_views(nb: Any, journals: dict[str, Path]) -> list[tuple[str, int, int]]:
@@ -105,6 +109,31 @@ def test_each_notebook_saves_its_views_with_the_whole_run(notebook_runs: Twice) 
     assert notebook_runs.views, "no view in the saved widget state"
     for title, saved, journaled in notebook_runs.views:
         assert journaled > 0 and saved == journaled, title
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    with chromium(tmp_path_factory.mktemp("chromium")) as context:
+        yield context
+
+
+@pytest.mark.model
+def test_each_notebooks_report_renders_every_run_offline(notebook_runs: Twice,
+                                                         browser: Any) -> None:
+    assert notebook_runs.report is not None
+    page = browser.new_page()
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    try:
+        page.goto(notebook_runs.report.as_uri())
+        page.wait_for_selector("body[data-wb-rendered]", timeout=15_000)
+        sections = page.locator("section.wb-run")
+        assert sections.count() == len(notebook_runs.hashes[0])
+        for index in range(sections.count()):  # each run's graph has its nodes
+            assert sections.nth(index).locator(".wb-node[data-agent]").count() > 0
+        assert [u for u in requests if not u.startswith(("file:", "blob:", "data:"))] == []
+    finally:
+        page.close()
 
 
 @pytest.mark.model
