@@ -148,8 +148,9 @@ def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     code, _, err = workbench_run(capsys, str(nb), "-o", str(tmp_path / "mine"))
     assert code == EXIT_USAGE and "has files that `workbench run` did not write" in err
     assert (tmp_path / "mine" / "thesis.txt").read_text() == "precious"
-    code, _, err = workbench_run(capsys, str(nb), "--kernel", "no-such-kernel")
+    code, _, err = workbench_run(capsys, str(nb), "--kernel", "no-such-kernel", "-o", "k")
     assert code == EXIT_USAGE and "no kernel named 'no-such-kernel'" in err
+    assert not Path("k").exists()
 
 
 def test_rerun_into_the_same_outdir_replaces_its_files(

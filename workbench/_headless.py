@@ -123,6 +123,7 @@ def run_notebook(source: str | os.PathLike[str], *, outdir: str | os.PathLike[st
     path = Path(source)
     try:
         nb, cells = _load(path, dict(parameters or {}))
+        _check_kernel(kernel)
         target = _prepare_outdir(Path(outdir) if outdir is not None
                                  else Path("runs") / path.stem)
         workdir = Path(cwd) if cwd is not None else path.resolve().parent
@@ -135,6 +136,16 @@ def run_notebook(source: str | os.PathLike[str], *, outdir: str | os.PathLike[st
     result.seconds = time.monotonic() - started
     result.summary = _write_summary(target, path, result)
     return result
+
+
+def _check_kernel(name: str) -> None:
+    """ConfigError unless a Jupyter kernel ``name`` is installed."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        KernelSpecManager().get_kernel_spec(name)
+    except NoSuchKernel as exc:
+        raise ConfigError(f"no kernel named {name!r}; see `jupyter kernelspec list`") from exc
 
 
 def _load(path: Path, parameters: dict[str, Any]) -> tuple[Any, list[_Cell]]:
