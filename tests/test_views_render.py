@@ -80,6 +80,7 @@ def seek(page: Any, index: int) -> None:
         slider.value = String(index);
         slider.dispatchEvent(new Event('input'));
     }""", index)
+    page.evaluate("() => harness.frame()")  # the views render in the next animation frame
 
 
 def test_nodes_show_statuses_and_deltas_change_them(page: Any) -> None:
@@ -511,3 +512,22 @@ def test_hovering_a_span_shows_its_details(page: Any) -> None:
     assert "fell back to another provider" in lines
     page.mouse.move(box["x"] + 5, box["y"] + 5)
     page.wait_for_selector(tip, state="hidden")
+
+
+def test_a_theme_switch_redraws_the_canvases_and_step_warnings_show(page: Any) -> None:
+    doc = sample()
+    doc["live"]["streaming"] = {}  # (streaming animates the canvas, redrawing it anyway)
+    page.evaluate("(doc) => harness.mount(doc)", doc)
+    page.wait_for_function("() => harness.stats().timeline.spansDrawn > 0")
+    page.evaluate("() => harness.frame()")
+    corner = """() => Array.from(document.querySelector('[data-timeline]').getContext('2d')
+        .getImageData(2, 40, 1, 1).data.slice(0, 3))"""
+    light = page.evaluate(corner)
+    page.evaluate("() => harness.theme('dark')")
+    page.wait_for_function(f"() => ({corner})().join() !== {json.dumps(','.join(map(str, light)))}")
+    assert sum(page.evaluate(corner)) < sum(light)
+    seek(page, 5)
+    page.wait_for_function("""() => document.querySelector('[data-step-label]')
+        .textContent.startsWith('step 5 ')""")
+    notice = page.inner_text("[data-notice]")
+    assert "Step 5: 1 warning: " in notice and "provider_fallback" in notice

@@ -55,6 +55,7 @@ export class App {
   private readonly pending = new Map<number, string>();
   private helloSentAt = -Infinity;
   private frame = 0;
+  private themeObserver: MutationObserver | null = null;
   readonly stats: ViewStats;
 
   constructor(
@@ -79,6 +80,15 @@ export class App {
       this.timeline.el,
     );
     host.appendChild(this.root);
+    // JupyterLab switches themes by attributes on <body>: canvases redraw in the new colours.
+    const body = host.ownerDocument.body;
+    if (typeof MutationObserver !== "undefined" && body) {
+      this.themeObserver = new MutationObserver(() => {
+        this.graph.redraw();
+        this.timeline.requestDraw();
+      });
+      this.themeObserver.observe(body, { attributes: true, attributeFilter: ["data-jp-theme-light", "data-jp-theme-name", "class", "style"] });
+    }
     this.stats = {
       graph: this.graph.stats,
       timeline: this.timeline.stats,
@@ -148,6 +158,7 @@ export class App {
   destroy(): void {
     if (this.frame) cancelAnimationFrame(this.frame);
     this.frame = 0;
+    this.themeObserver?.disconnect();
     this.graph.destroy();
     this.timeline.destroy();
     this.root.remove();

@@ -3,7 +3,7 @@
 
 import type { Doc } from "./doc";
 import { clear, h, setAttr, setText } from "./dom";
-import { formatCount, oneLine } from "./text";
+import { formatCount, jsonLine, oneLine } from "./text";
 
 export interface ControlsInput {
   doc: Doc;
@@ -137,6 +137,11 @@ export class ControlsView {
     else text = "";
     const trimmed = doc.trimmed.steps + doc.trimmed.spans;
     if (trimmed > 0) text = `${text}${text ? " " : ""}Older details trimmed: ${doc.trimmed.steps} steps, ${doc.trimmed.spans} spans.`;
+    const warnings = input.index >= 0 ? (doc.steps[input.index].warnings ?? []) : [];
+    if (warnings.length > 0) {
+      const first = warnings.slice(0, 3).map((w) => jsonLine(w, 100)).join("; ");
+      text = `${text}${text ? " " : ""}Step ${doc.steps[input.index].t}: ${warnings.length} warning${warnings.length > 1 ? "s" : ""}: ${first}${warnings.length > 3 ? "; …" : ""}`;
+    }
     const { dropped } = input;
     if (dropped.steps + dropped.spans > 0) {
       text = `${text}${text ? " " : ""}This view keeps the newest steps and spans: ${dropped.steps} steps and ${dropped.spans} spans dropped.`;

@@ -152,6 +152,11 @@ export class GraphView {
     this.timers.add(timer);
   }
 
+  /** Draws the canvas again (a theme change); the SVG follows CSS by itself. */
+  redraw(): void {
+    if (this.stats.mode === "canvas") this.requestDraw();
+  }
+
   destroy(): void {
     for (const cleanup of this.cleanups) cleanup();
     if (this.relayoutTimer !== null) clearTimeout(this.relayoutTimer);
