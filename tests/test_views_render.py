@@ -152,6 +152,9 @@ def test_clicking_a_node_opens_the_inspector_with_its_state(page: Any) -> None:
     page.click('.wb-node[data-agent="critic"]')
     page.wait_for_selector("[data-inspector-agent]")
     assert page.inner_text("[data-inspector-agent]") == "critic"
+    page.click('[data-pane="graph"] button:text-is("Fit")')  # keeps the selection
+    page.evaluate("() => harness.frame()")
+    assert page.inner_text("[data-inspector-agent]") == "critic"
     body = page.inner_text(".wb-inspector-body")
     assert "out of fuel" in body
     state = doc["steps"][7]["results"]["critic"]["state"]

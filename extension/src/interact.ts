@@ -24,7 +24,8 @@ export function attachGestures(el: HTMLElement, gestures: Gestures): () => void 
     gestures.zoom(px, py, Math.exp(-Math.max(-300, Math.min(300, delta)) * 0.0015), event);
   };
   const onDown = (event: MouseEvent): void => {
-    if (event.button !== 0) return;
+    // Buttons laid over the pane (Fit, Graph) are not the pane.
+    if (event.button !== 0 || (event.target as Element | null)?.closest?.("button, input")) return;
     drag = { x: event.clientX, y: event.clientY, moved: false };
     el.ownerDocument.addEventListener("mousemove", onMove);
     el.ownerDocument.addEventListener("mouseup", onUp);
