@@ -216,6 +216,14 @@ def test_rewind_and_fork_are_confirmed_in_the_widget(page: Any) -> None:
                   "error: 'the run is closed', result: null})", messages[0]["id"])
     page.wait_for_selector("[data-error]")
     assert page.inner_text("[data-error]") == "rewind to step 4 failed: the run is closed"
+    # A rewind that succeeds comes back as a document ending at that step: the view follows it.
+    rewound = sample()
+    rewound["seq"] = doc["seq"] + 1
+    rewound["steps"] = rewound["steps"][:5]
+    rewound["status"] = {"state": "paused", "step": 4, "reason": None}
+    page.evaluate("(doc) => harness.model.custom({type: 'doc', doc})", rewound)
+    page.wait_for_function("""() => document.querySelector('[data-step-label]').textContent
+        === 'step 4 of 4 (latest)'""")
 
 
 def test_controls_send_control_messages_and_are_disabled_for_a_journal(page: Any) -> None:

@@ -173,6 +173,9 @@ export class App {
     this.dataVersion += 1;
     const names = new Set(doc.header.agents.map((a) => a.name));
     if (this.selected !== null && !names.has(this.selected)) this.selected = null;
+    // After a rewind to the step shown, that step is the last: follow the run from there.
+    const last = doc.steps[doc.steps.length - 1];
+    if (this.seekT !== null && (last === undefined || this.seekT >= last.t)) this.seekT = null;
     this.channels = new Set(doc.header.channels.map(([from, to]) => edgeKey(from, to)));
     const { edges } = graphEdges(doc, MAX_EDGES);
     this.edges = edges;
