@@ -167,6 +167,19 @@ def test_clicking_a_node_opens_the_inspector_with_its_state(page: Any) -> None:
     assert "trimmed" in page.inner_text(".wb-inspector-body")
 
 
+def test_the_inspector_shows_a_faults_traceback_as_text(page: Any) -> None:
+    doc = sample()
+    trace = "  step line 4: return {'x': 1 // 0}  <img src=x onerror=alert(1)>\n"
+    fault = doc["steps"][7]["results"]["critic"]["fault"]
+    fault["data"] = {"where": "step line 4", "traceback": trace}
+    page.evaluate("(doc) => harness.mount(doc)", doc)
+    wait_status(page, "critic", "faulted")
+    page.click('.wb-node[data-agent="critic"]')
+    page.wait_for_selector("[data-traceback]")
+    assert page.inner_text("[data-traceback]").strip() == trace.strip()
+    assert page.locator("[data-pane=inspector] img").count() == 0
+
+
 def test_the_slider_shows_an_earlier_steps_statuses_and_inbox(page: Any) -> None:
     doc = sample()
     page.evaluate("(doc) => harness.mount(doc)", doc)

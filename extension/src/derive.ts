@@ -183,6 +183,17 @@ export interface FaultEntry {
   step: number;
   kind: string;
   detail: string;
+  /** A sandboxed Python agent's traceback (the fault's data), as text; "" if none. */
+  traceback: string;
+}
+
+/** The traceback a fault's data carries (a string or a list of lines), as text. */
+export function faultTraceback(data: unknown): string {
+  if (data === null || typeof data !== "object" || Array.isArray(data)) return "";
+  const tb = (data as Record<string, unknown>).traceback;
+  if (typeof tb === "string") return tb;
+  if (Array.isArray(tb)) return tb.map((line) => String(line)).join("\n");
+  return "";
 }
 
 /** The agent's faults at or before step `t`, newest first, at most `cap`. */
@@ -190,7 +201,7 @@ export function faultsAsOf(doc: Doc, t: number, agent: string, cap: number): Fau
   const faults: FaultEntry[] = [];
   for (let i = indexAtOrBefore(doc.steps, t); i >= 0 && faults.length < cap; i--) {
     const fault = doc.steps[i].results?.[agent]?.fault;
-    if (fault) faults.push({ step: doc.steps[i].t, kind: String(fault.kind), detail: String(fault.detail) });
+    if (fault) faults.push({ step: doc.steps[i].t, kind: String(fault.kind), detail: String(fault.detail), traceback: faultTraceback(fault.data) });
   }
   return faults;
 }

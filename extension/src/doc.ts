@@ -23,7 +23,7 @@ export interface Infer {
 
 export interface Result {
   status: "ready" | "idle" | "done" | "faulted";
-  fault: { kind: string; detail: string } | null;
+  fault: { kind: string; detail: string; data?: unknown } | null;
   state: Json;
   out: Message[];
   logs: string[];

@@ -97,7 +97,7 @@ export class InspectorView {
       this.body.append(
         section(
           `Faults (${faults.length}${faults.length === MAX_FAULTS ? "+" : ""})`,
-          ...faults.map((f) => h("div", { class: "wb-fault", "data-fault": "" }, h("b", {}, `step ${f.step} · ${oneLine(f.kind, 60)}`), "\n", displayText(f.detail, 1500))),
+          ...faults.map((f) => h("div", { class: "wb-fault", "data-fault": "" }, h("b", {}, `step ${f.step} · ${oneLine(f.kind, 60)}`), "\n", displayText(f.detail, 1500), ...(f.traceback ? [h("div", { class: "wb-pre", "data-traceback": "" }, displayText(f.traceback, 3000))] : []))),
         ),
       );
     }

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { edgeKey, faultsAsOf, graphEdges, inboxAsOf, lastResult, stateAsOf, StepCursor, withLive } from "../src/derive";
+import { edgeKey, faultsAsOf, faultTraceback, graphEdges, inboxAsOf, lastResult, stateAsOf, StepCursor, withLive } from "../src/derive";
 import { doc, msg, result, step } from "./fixtures";
 
 const steps = [
@@ -87,8 +87,17 @@ test("last result and faults as of a step", () => {
   const d = doc(["a", "b"], steps);
   assert.equal(lastResult(d, 2, "a")?.step, 1);
   assert.equal(lastResult(d, -1, "a"), null);
-  assert.deepEqual(faultsAsOf(d, 3, "b", 5), [{ step: 2, kind: "fuel", detail: "out" }]);
+  assert.deepEqual(faultsAsOf(d, 3, "b", 5), [{ step: 2, kind: "fuel", detail: "out", traceback: "" }]);
   assert.deepEqual(faultsAsOf(d, 1, "b", 5), []);
+});
+
+test("a fault's traceback: text or lines from its data, nothing from anything else", () => {
+  assert.equal(faultTraceback({ traceback: "  step line 3: 1 // 0\n" }), "  step line 3: 1 // 0\n");
+  assert.equal(faultTraceback({ traceback: ["a", "b"] }), "a\nb");
+  assert.equal(faultTraceback({ limit: "fuel" }), "");
+  assert.equal(faultTraceback(null), "");
+  assert.equal(faultTraceback("traceback"), "");
+  assert.equal(faultTraceback([{ traceback: "x" }]), "");
 });
 
 test("graph edges: channels first, then routes sorted, unknown agents skipped, capped", () => {
