@@ -233,3 +233,16 @@ def test_help_lists_every_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
     text = capsys.readouterr().out
     for code, meaning in EXIT_CODES.items():
         assert re.search(rf"^\s+{code}\s+{re.escape(meaning[:30])}", text, re.MULTILINE), code
+
+
+def test_the_kernel_starts_in_the_notebooks_folder_or_cwd(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "nbs").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    nb = write_notebook(tmp_path / "nbs" / "where.ipynb", ["import os\nprint(os.getcwd())"])
+    for extra, expected in (([], tmp_path / "nbs"),
+                            (["--cwd", str(tmp_path / "elsewhere")], tmp_path / "elsewhere")):
+        out = tmp_path / f"out-{expected.name}"
+        assert workbench_run(capsys, str(nb), "-o", str(out), *extra)[0] == EXIT_OK
+        executed = nbformat.read(out / "where.ipynb", as_version=4)
+        assert executed.cells[0].outputs[0]["text"] == f"{expected}\n"
