@@ -1,6 +1,7 @@
-"""The notebook views' costs.
+"""The notebook views' costs: the front end alone, the kernel side (benchmarks/views_kernel.py)
+and end to end in JupyterLab (benchmarks/views_lab.py).
 
-Front end (this part): the bundle (workbench/static/views.js) in headless Chromium on
+Front end: the bundle (workbench/static/views.js) in headless Chromium on
 synthetic view documents of 16 and 1,000 agents and 1,000 and 10,000 timeline spans:
 
 - frames per second while deltas arrive (DELTA_HZ per second, each one step and SPANS_PER_DELTA
@@ -137,8 +138,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0,
                         help="how long each measurement runs (deltas, then panning)")
+    parser.add_argument("--pairs", type=int, default=3,
+                        help="alternating runs without and with a view (kernel side)")
+    parser.add_argument("--no-main-job", action="store_true",
+                        help="skip the main job (it needs the default model)")
     args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import views_kernel
+    import views_lab
+
     print_front_end(front_end_rows(args.seconds))
+    print()
+    views_kernel.print_kernel(views_kernel.kernel_figures(pairs=args.pairs,
+                                                          main_job=not args.no_main_job))
+    print()
+    views_lab.print_lab(views_lab.measure(60, 15, 0.1))
 
 
 if __name__ == "__main__":

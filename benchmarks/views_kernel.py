@@ -59,30 +59,50 @@ def timed_run(make: Any, journal: Path, steps: int | None, view: bool) -> dict[s
     the messages the view sent per second of running."""
     run = make(journal)
     shown = run.view() if view else None
+    lags: list[float] = []
     if shown is not None:
-        shown.send = lambda msg, buffers=None: None  # no front end: count, do not send
+        def send(msg: dict[str, Any], buffers: Any = None) -> None:
+            """No front end: note how long after its commit each step went out."""
+            t0 = shown._vd._t0  # type: ignore[union-attr]  # the document's clock origin
+            now = time.monotonic()
+            for step in msg.get("steps", []) if msg["type"] == "delta" else []:
+                if t0 is not None and step["time"] is not None:
+                    lags.append(now - (t0 + step["time"]))
+
+        shown.send = send  # type: ignore[method-assign]
     began = time.perf_counter()
     run.run(steps)
     elapsed = time.perf_counter() - began
     count = run.step_index
     run.close()
     sent = shown.messages_sent if shown is not None else 0
-    return {"step_s": elapsed / max(1, count), "msgs_per_s": sent / elapsed}
+    return {"step_s": elapsed / max(1, count), "msgs_per_s": sent / elapsed,
+            "lag_p50_ms": percentile(lags, 50) * 1e3, "lag_p95_ms": percentile(lags, 95) * 1e3}
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def side_by_side(make: Any, steps: int | None, pairs: int, folder: Path,
                  label: str) -> dict[str, Any]:
     without: list[float] = []
-    with_view: list[float] = []
-    rates: list[float] = []
+    with_view: list[dict[str, float]] = []
     for i in range(pairs):
         without.append(timed_run(make, folder / f"{label}-{i}-a.wbj", steps, False)["step_s"])
-        r = timed_run(make, folder / f"{label}-{i}-b.wbj", steps, True)
-        with_view.append(r["step_s"])
-        rates.append(r["msgs_per_s"])
-    a, b = statistics.median(without), statistics.median(with_view)
+        with_view.append(timed_run(make, folder / f"{label}-{i}-b.wbj", steps, True))
+    a = statistics.median(without)
+    b = statistics.median(r["step_s"] for r in with_view)
+
+    def med(key: str) -> float:
+        return statistics.median(r[key] for r in with_view)
+
     return {"label": label, "without_ms": a * 1e3, "with_ms": b * 1e3,
-            "overhead_pct": (b / a - 1) * 100, "msgs_per_s": statistics.median(rates)}
+            "overhead_pct": (b / a - 1) * 100, "msgs_per_s": med("msgs_per_s"),
+            "lag_p50_ms": med("lag_p50_ms"), "lag_p95_ms": med("lag_p95_ms")}
 
 
 def kernel_figures(*, pairs: int = 3, main_job: bool = True) -> list[dict[str, Any]]:
@@ -100,11 +120,14 @@ def kernel_figures(*, pairs: int = 3, main_job: bool = True) -> list[dict[str, A
 
 def print_kernel(rows: list[dict[str, Any]]) -> None:
     print("kernel side: step time without / with a view attached (medians of alternating "
-          "runs), messages the view sent per second")
-    print(f"{'run':<22}{'without ms':>12}{'with ms':>10}{'overhead':>10}{'msgs/s':>9}")
+          "runs), messages the view sent per second, and how long after its commit a step "
+          "left the kernel in a delta (p50 / p95)")
+    print(f"{'run':<22}{'without ms':>12}{'with ms':>10}{'overhead':>10}{'msgs/s':>9}"
+          f"{'commit->sent ms':>18}")
     for r in rows:
         print(f"{r['label']:<22}{r['without_ms']:>12.2f}{r['with_ms']:>10.2f}"
-              f"{r['overhead_pct']:>9.1f}%{r['msgs_per_s']:>9.1f}")
+              f"{r['overhead_pct']:>9.1f}%{r['msgs_per_s']:>9.1f}"
+              f"{r['lag_p50_ms']:>10.1f} / {r['lag_p95_ms']:<6.1f}")
 
 
 def main() -> None:
