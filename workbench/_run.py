@@ -429,6 +429,8 @@ class Run:
             from workbench._widget import RunView
 
             self._view = RunView(self)
+            if not self.running:  # what is journaled already, before the cell ends
+                self._view.settle()
         return self._view
 
     def _settle_view(self) -> None:
