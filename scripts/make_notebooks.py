@@ -84,11 +84,12 @@ from it (no model needed), and raises `NondeterminismError` at the first differe
 WebAssembly critic is stored beside the journal; the Python planner is passed in."""),
     ("code", """report = wb.replay(run.journal.path, agents={"planner": planner})
 print(f"replayed {report.steps} steps: identical")"""),
-    ("md", """The views: the agent graph, the inference timeline, a step slider and the inspector.
-`wb.view(path)` draws them from the journal alone, so they also appear in the executed
-notebook and in the offline report that `workbench run` writes. `run.view()` shows the same
-views live, with run, pause, step, rewind and fork controls, while a run goes on."""),
-    ("code", "wb.view(run.journal.path)"),
+    ("md", """The views: the agent graph, the inference timeline (measured queue, prefill and
+decode spans of each request, and which requests shared a batch), the run controls with a
+step slider, and the inspector (click an agent). `run.view()` follows the run live; started
+with `run.start()` it updates while the kernel stays free. `wb.view(path)` draws the same
+views from a journal alone, and the offline report of `workbench run` does too."""),
+    ("code", "run.view()"),
 ]
 
 REPLAY: list[Cell] = [
