@@ -19,11 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import nbformat
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.lab import chromium, jupyterlab
+from tests.lab import chromium, jupyterlab, open_notebook
 
 CELL = """\
 import json, time
@@ -57,23 +55,10 @@ def measure(steps: int, agents: int, pace_s: float) -> dict[str, Any]:
         tmp = Path(tmp_name)
         commits_file = tmp / "commits.jsonl"
         with jupyterlab(tmp / "lab") as lab, chromium(tmp / "browser") as browser:
-            nb = nbformat.v4.new_notebook()
-            nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                         "language": "python"}
-            nb.cells = [nbformat.v4.new_code_cell(
+            page = open_notebook(lab, browser, "lag.ipynb", [
                 f"JOURNAL = {str(tmp / 'j.wbj')!r}\nCOMMITS = {str(commits_file)!r}\n"
-                f"AGENTS = {agents}\nPACE_S = {pace_s}\n" + CELL),
-                nbformat.v4.new_code_cell("run"),
-                nbformat.v4.new_code_cell(f"run.start({steps})")]
-            nbformat.write(nb, lab.root / "lag.ipynb")
-            page = browser.new_page()
-            page.goto(f"{lab.url}/lab/tree/lag.ipynb")
-            page.wait_for_function("""() => {
-                const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-                const k = w && w.sessionContext && w.sessionContext.session
-                          && w.sessionContext.session.kernel;
-                return k && k.status === 'idle' && k.connectionStatus === 'connected';
-            }""", timeout=90_000)
+                f"AGENTS = {agents}\nPACE_S = {pace_s}\n" + CELL, "run",
+                f"run.start({steps})"])
             page.evaluate("""() => {
                 window.__shown = {};
                 const note = () => {

@@ -167,3 +167,34 @@ def chromium(tmp: Path, *, dark: bool = False) -> Iterator[Any]:
             yield context
         finally:
             context.close()
+
+
+KERNEL_READY = """() => {
+    const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+    const k = w && w.sessionContext && w.sessionContext.session
+              && w.sessionContext.session.kernel;
+    return k && k.status === 'idle' && k.connectionStatus === 'connected';
+}"""
+
+
+def open_notebook(lab: Lab, browser: Any, name: str, cells: list[str],
+                  outside: list[str] | None = None) -> Any:
+    """Write a notebook of ``cells`` into the lab's folder, open it in a new page and wait
+    for its kernel to be really ready (the toolbar says "Idle" before a kernel exists).
+    Requests the page makes to other hosts than the lab's go to ``outside``."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in cells]
+    nbformat.write(nb, lab.root / name)
+    page = browser.new_page()
+    if outside is not None:
+        local = (lab.url, "data:", "blob:")
+        page.on("request", lambda r: None if r.url.startswith(local)
+                else outside.append(r.url))
+    page.goto(f"{lab.url}/lab/tree/{name}")
+    page.wait_for_function(KERNEL_READY, timeout=90_000)
+    return page
+

@@ -16,10 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import pytest
 
-from tests.lab import chromium, chromium_binary, jupyterlab
+from tests.lab import chromium, chromium_binary, jupyterlab, open_notebook
 from workbench._journal import read_journal
 from workbench._records import AgentResult, Commit
 
@@ -72,27 +71,10 @@ def test_the_views_in_jupyterlab_follow_and_drive_a_real_run(tmp_path: Path) -> 
     shots.mkdir(parents=True, exist_ok=True)
     journal = tmp_path / "run" / "journal.wbj"
     with jupyterlab(tmp_path / "lab") as lab, chromium(tmp_path / "browser") as browser:
-        nb = nbformat.v4.new_notebook()
-        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                     "language": "python"}
-        nb.cells = [nbformat.v4.new_code_cell(
-                        f"FOLDER = {str(tmp_path)!r}\nJOURNAL = {str(journal)!r}\n"
-                        f"STEPS = {STEPS}\n" + SETUP),
-                    nbformat.v4.new_code_cell(START)]
-        nbformat.write(nb, lab.root / "views.ipynb")
-        page = browser.new_page()
         outside: list[str] = []
-        page.on("request", lambda r: outside.append(r.url)
-                if not r.url.startswith(lab.url) and not r.url.startswith("data:")
-                and not r.url.startswith("blob:") else None)
-        page.goto(f"{lab.url}/lab/tree/views.ipynb")
-        # the kernel's real status, not the toolbar's "Idle" before a kernel exists
-        wait_for(page, """() => {
-            const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-            const k = w && w.sessionContext && w.sessionContext.session
-                      && w.sessionContext.session.kernel;
-            return k && k.status === 'idle' && k.connectionStatus === 'connected';
-        }""", 90)
+        page = open_notebook(lab, browser, "views.ipynb", [
+            f"FOLDER = {str(tmp_path)!r}\nJOURNAL = {str(journal)!r}\nSTEPS = {STEPS}\n"
+            + SETUP, START], outside)
         # watch node statuses from before the run starts
         page.evaluate("""() => {
             window.__wbStatuses = [];
