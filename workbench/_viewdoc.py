@@ -72,11 +72,17 @@ def _text(value: Any) -> str:
 
 def _value(value: Any) -> tuple[Any, bool]:
     """A JSON value as the document holds it, and whether it was cut."""
+    if value is None or isinstance(value, bool | int | float):
+        return value, False
+    if isinstance(value, str) and len(value) <= MAX_TEXT_CHARS:
+        return value, False
     value = plain(value)
     size = len(json.dumps(value, ensure_ascii=False, default=str))
     if size > MAX_VALUE_BYTES:
         return (f"<{size} bytes of JSON, too large for the view: run.state_of() or the "
                 f"journal has it>", True)
+    if size <= MAX_TEXT_CHARS:  # no string in it can be longer than its JSON
+        return value, False
     cut = False
 
     def clip(v: Any) -> Any:

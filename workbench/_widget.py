@@ -35,7 +35,8 @@ MAX_DELTAS_PER_S = 20
 """Deltas a view sends per second at most (Jupyter Server drops all kernel output above
 about 1,000 messages per second, shared by every view on the kernel)."""
 DOC_INTERVAL_S = 2.0
-"""How often at most the ``doc`` traitlet is rewritten while a run is going."""
+"""How often at most the ``doc`` traitlet is rewritten while a run is going (less often for
+a document that takes longer than a twentieth of that to send)."""
 MAX_FORKS = 16
 """Forks a view keeps (``view.forks``), oldest dropped."""
 _ACTIONS = ("run", "pause", "step")
@@ -122,7 +123,9 @@ class RunView(anywidget.AnyWidget):
         self._vd.set_status(run.activity)
         self._vd.preload(*run.events.timings())  # steps that ran before the view existed
         self.doc = self._vd.take_document()
+        self._doc_written: tuple[int, Any] = (self.doc["seq"], self.doc["status"])
         self._last_doc = time.monotonic()
+        self._doc_interval = DOC_INTERVAL_S
         self._sub = run.subscribe(self._on_event, since=0)
         self._flusher = threading.Thread(target=self._flush_loop, name="workbench-view",
                                          daemon=True)
@@ -195,13 +198,16 @@ class RunView(anywidget.AnyWidget):
                 doc = None
             now = time.monotonic()
             if doc is None and (msg is not None or force_doc) and (
-                    now - self._last_doc >= DOC_INTERVAL_S or force_doc):
+                    now - self._last_doc >= self._doc_interval or force_doc):
                 doc = vd.document()
         if msg is not None:
             self._post(msg)
-        if doc is not None and doc != self.doc:
-            self.doc = doc
-            self._last_doc = now
+        if doc is not None and (doc["seq"], doc["status"]) != self._doc_written:
+            self.doc = doc  # serialised and sent whole: a large document takes a while
+            self._doc_written = (doc["seq"], doc["status"])
+            self._last_doc = time.monotonic()
+            # rewrite a document that takes long to send less often: at most 5% of the time
+            self._doc_interval = max(DOC_INTERVAL_S, 20 * (self._last_doc - now))
 
     def _finish(self) -> None:
         """The run closed: send what is left and stop."""
