@@ -11,7 +11,7 @@ import random
 from collections import Counter
 from collections.abc import Callable
 
-from wasm_helpers import ALL_CAPS, EXAMPLES, PAGE, FakeHost, wasm
+from wasm_helpers import ALL_CAPS, EXAMPLES, PAGE, FakeHost, leb128, wasm
 
 from workbench._types import Message, StepRequest
 from workbench._wasm._abi import StepOutcome, encode_input, outcome_to_result
@@ -20,15 +20,6 @@ from workbench.errors import InvalidModule
 
 MUTATIONS = 2000
 SEED = 20240607
-
-
-def _leb128(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def _sections(module: bytes) -> list[tuple[int, int]]:
@@ -69,7 +60,7 @@ def random_bytes(rng: random.Random, m: bytes) -> bytes:
 
 def insert_section(rng: random.Random, m: bytes) -> bytes:
     body = bytes(rng.randrange(256) for _ in range(rng.randint(0, 40)))
-    section = bytes([rng.randrange(14)]) + _leb128(len(body)) + body
+    section = bytes([rng.randrange(14)]) + leb128(len(body)) + body
     at = rng.choice([start for start, _ in _sections(m)] + [len(m)])
     return m[:at] + section + m[at:]
 

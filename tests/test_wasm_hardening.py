@@ -18,6 +18,7 @@ from tests.wasm_helpers import (
     FakeHost,
     agent_wat,
     compile_wat,
+    leb128,
     output_json,
     run,
     wasm,
@@ -227,18 +228,9 @@ def _function_body_of(size: int) -> bytes:
     """A module whose one function body is ``size`` bytes of ``nop`` (checked before any
     compiling, so it need not be a whole ABI agent)."""
     body = b"\x00" + b"\x01" * (size - 2) + b"\x0b"  # no locals, nops, end
-    code = _leb(1) + _leb(len(body)) + body
+    code = leb128(1) + leb128(len(body)) + body
     return (b"\0asm\x01\x00\x00\x00" + b"\x01\x04\x01\x60\x00\x00" + b"\x03\x02\x01\x00"
-            + b"\x0a" + _leb(len(code)) + code)
-
-
-def _leb(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
+            + b"\x0a" + leb128(len(code)) + code)
 
 
 @pytest.mark.parametrize("workers", [0, 1])

@@ -78,6 +78,16 @@ class RecordingHostCalls:
         self.calls.append(("restart", None))
 
 
+def leb128(value: int) -> bytes:
+    """Unsigned LEB128, the integer encoding of the WebAssembly binary format."""
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
 def wat_string(data: bytes) -> str:
     """``data`` as the body of a WAT string literal."""
     return "".join(chr(b) if 32 <= b < 127 and b not in (34, 92) else f"\\{b:02x}" for b in data)
