@@ -29,18 +29,17 @@ import hashlib
 import inspect
 import threading
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from workbench._bounded_step import BoundedRunner, StepWatch
+from workbench._output import MalformedOutput, check_output, malformed_fault
 from workbench._types import (
     JSON,
     AgentIdentity,
     Fault,
     HostCalls,
-    Outgoing,
-    Status,
     StepRequest,
     StepResult,
 )
@@ -119,65 +118,15 @@ class PythonAgent:
         return f"<PythonAgent {self.name} {self._hash[:12]}>"
 
 
-_STATUSES = ("ready", "idle", "done")
-_OUTPUT_KEYS = frozenset({"state", "outbox", "status"})
-_MESSAGE_KEYS = frozenset({"to", "payload"})
-
-
 def parse_step_output(out: Any) -> StepResult:
     """Turn a step function's return value into a StepResult, or a ``malformed_output``
     fault worded as the WebAssembly ABI's (docs/abi.md): the same contract for both, except
     that a Python step may return a ``(state, outbox, status)`` tuple and give outbox
     entries as ``(to, payload)`` pairs."""
-    if isinstance(out, tuple) and len(out) == 3:
-        out = {"state": out[0], "outbox": out[1], "status": out[2]}
-    if not isinstance(out, Mapping):
-        return _malformed(f"output must be a JSON object, got {_kind(out)}")
-    unknown = sorted(map(str, set(out) - _OUTPUT_KEYS))
-    if unknown:
-        return _malformed(f"output has unknown keys {unknown} (allowed: state, outbox, status)")
-    if "state" not in out:
-        return _malformed("output has no 'state'")
-    status = out.get("status", "ready")
-    if not isinstance(status, str) or status not in _STATUSES:
-        return _malformed(f"'status' must be one of {list(_STATUSES)}, got {_short(status)}")
-    outbox = out.get("outbox", [])
-    if not isinstance(outbox, list | tuple):
-        return _malformed(f"'outbox' must be a list, got {_kind(outbox)}")
-    messages = []
-    for index, item in enumerate(outbox):
-        where = f"outbox[{index}]"
-        if isinstance(item, Mapping):
-            if set(item) != _MESSAGE_KEYS:
-                return _malformed(f"{where} must have exactly the keys 'to' and 'payload', "
-                                  f"got {sorted(map(str, item))}")
-            to, payload = item["to"], item["payload"]
-        elif isinstance(item, tuple | list) and len(item) == 2:
-            to, payload = item
-        else:
-            return _malformed(f"{where} must be an object (or a (to, payload) pair), "
-                              f"got {_kind(item)}")
-        if not isinstance(to, str) or not to:
-            return _malformed(f"{where}.to must be a non-empty string, got {_short(to)}")
-        messages.append(Outgoing(to, payload))
-    return StepResult(state=out["state"], outbox=tuple(messages), status=cast(Status, status))
-
-
-def _malformed(reason: str) -> StepResult:
-    return StepResult(state=None, fault=Fault(
-        "malformed_output", f"{reason}; see docs/abi.md for the output format",
-        {"reason": reason}))
-
-
-def _kind(value: Any) -> str:
-    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
-             int: "a number", float: "a number", type(None): "null"}
-    return names.get(type(value), type(value).__name__)
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    try:
+        return check_output(out, pairs=True)
+    except MalformedOutput as exc:
+        return StepResult(state=None, fault=malformed_fault(str(exc)))
 
 
 def _where(exc: BaseException) -> str:

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from workbench._hostcalls import MAX_CALLS_PER_STEP, UnreadableRequest
+from workbench._output import MalformedOutput as _Malformed
+from workbench._output import check_output, malformed_fault, short
 from workbench._types import (
     JSON,
     AgentIdentity,
     Fault,
     HostCalls,
     Limits,
-    Outgoing,
     StepRequest,
     StepResult,
     limit_fault,
@@ -65,11 +66,6 @@ MAX_INFER_CALLS = 256
 """``infer`` calls in one step: each holds the step's inference barrier once."""
 MAX_JSON_DEPTH = 256
 """Deepest nesting of arrays/objects accepted in guest output."""
-
-_STATUSES = ("ready", "idle", "done")
-_OUTPUT_KEYS = frozenset({"state", "outbox", "status"})
-_MESSAGE_KEYS = frozenset({"to", "payload"})
-
 
 class GuestHost(Protocol):
     """The host functions a guest may call during one step, at the byte level.
@@ -161,9 +157,9 @@ def decode_output(raw: bytes, *, max_output_bytes: int) -> StepResult:
     if len(raw) > max_output_bytes:
         return _failed(output_too_large(len(raw), max_output_bytes))
     try:
-        return _to_result(_parse(raw))
+        return check_output(_parse(raw))
     except _Malformed as exc:
-        return _failed(_malformed(str(exc)))
+        return _failed(malformed_fault(str(exc)))
 
 
 def output_too_large(size: int, max_output_bytes: int) -> Fault:
@@ -172,17 +168,8 @@ def output_too_large(size: int, max_output_bytes: int) -> Fault:
                        "Limits(max_output_bytes=...) or send less")
 
 
-class _Malformed(ValueError):
-    """Internal: the guest output breaks the ABI; the message says how."""
-
-
 def _failed(f: Fault) -> StepResult:
     return StepResult(state=None, fault=f)
-
-
-def _malformed(reason: str) -> Fault:
-    return fault("malformed_output", f"{reason}; see docs/abi.md for the output format",
-                 reason=reason)
 
 
 def _canonical(value: JSON) -> bytes:
@@ -237,7 +224,7 @@ def _reject_constant(name: str) -> Any:
 def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise _Malformed(f"contains {_short(text)}, too large for a float")
+        raise _Malformed(f"contains {short(text)}, too large for a float")
     return value
 
 
@@ -245,54 +232,9 @@ def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj: dict[str, Any] = {}
     for key, item in pairs:
         if key in obj:
-            raise _Malformed(f"has duplicate key {_short(key)}")
+            raise _Malformed(f"has duplicate key {short(key)}")
         obj[key] = item
     return obj
-
-
-def _to_result(value: JSON) -> StepResult:
-    if not isinstance(value, dict):
-        raise _Malformed(f"output must be a JSON object, got {_json_type(value)}")
-    unknown = sorted(set(value) - _OUTPUT_KEYS)
-    if unknown:
-        raise _Malformed(f"output has unknown keys {unknown} (allowed: state, outbox, status)")
-    if "state" not in value:
-        raise _Malformed("output has no 'state'")
-    status = value.get("status", "ready")
-    if status not in _STATUSES:
-        raise _Malformed(f"'status' must be one of {list(_STATUSES)}, got {_short(status)}")
-    outbox = tuple(_message(i, m) for i, m in enumerate(_outbox(value.get("outbox", []))))
-    return StepResult(state=value["state"], outbox=outbox, status=status)
-
-
-def _outbox(outbox: JSON) -> list[JSON]:
-    if not isinstance(outbox, list):
-        raise _Malformed(f"'outbox' must be a list, got {_json_type(outbox)}")
-    return outbox
-
-
-def _message(index: int, entry: JSON) -> Outgoing:
-    where = f"outbox[{index}]"
-    if not isinstance(entry, dict):
-        raise _Malformed(f"{where} must be an object, got {_json_type(entry)}")
-    if set(entry) != _MESSAGE_KEYS:
-        raise _Malformed(f"{where} must have exactly the keys 'to' and 'payload', "
-                         f"got {sorted(entry)}")
-    to = entry["to"]
-    if not isinstance(to, str) or not to:
-        raise _Malformed(f"{where}.to must be a non-empty string, got {_short(to)}")
-    return Outgoing(to=to, payload=entry["payload"])
-
-
-def _json_type(value: JSON) -> str:
-    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
-             int: "a number", float: "a number", type(None): "null"}
-    return names.get(type(value), type(value).__name__)
-
-
-def _short(value: JSON, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _first_line(text: str) -> str:
