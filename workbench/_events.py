@@ -538,6 +538,15 @@ MAX_TIMINGS = 50_000
 """Timing events (and as many commit times) a bus keeps, oldest dropped."""
 
 
+_Timing = tuple[str, int, str | None, Mapping[str, JSON] | None, float, int]
+
+
+def _live_event(kind: str, step: int, agent: str | None, data: Mapping[str, JSON] | None,
+                when: float, seq: int) -> LiveEvent:
+    fields = {k: freeze(v) for k, v in (data or {}).items()}
+    return _LIVE[kind](step=step, agent=agent, time=when, seq=seq, **fields)
+
+
 class EventBus:
     """Fan-out of run events to subscriptions. ``catch_up(start)`` (set by the run) returns
     the committed events of the journal from record ``start`` on.
@@ -551,7 +560,8 @@ class EventBus:
         self._lock = threading.Lock()
         self._live_seq = 0
         self.catch_up: CatchUp | None = None
-        self._timings: collections.deque[LiveEvent] = collections.deque(maxlen=MAX_TIMINGS)
+        # (kind, step, agent, data, time, seq): an event is built only when asked for
+        self._timings: collections.deque[_Timing] = collections.deque(maxlen=MAX_TIMINGS)
         self._commit_times: dict[int, float] = {}
 
     def committed_at(self, step: int, when: float) -> None:
@@ -564,12 +574,13 @@ class EventBus:
     def timings(self) -> tuple[list[LiveEvent], dict[int, float]]:
         """The timing events kept so far, and the commit time of each step kept."""
         with self._lock:
-            return list(self._timings), dict(self._commit_times)
+            kept, commits = list(self._timings), dict(self._commit_times)
+        return [_live_event(*t) for t in kept], commits
 
     def forget_after(self, step: int) -> None:
         """Drop the timings of steps after ``step`` (the run was rewound there)."""
         with self._lock:
-            self._timings = collections.deque((e for e in self._timings if e.step <= step),
+            self._timings = collections.deque((t for t in self._timings if t[1] <= step),
                                               maxlen=MAX_TIMINGS)
             self._commit_times = {t: w for t, w in self._commit_times.items() if t <= step}
 
@@ -605,7 +616,9 @@ class EventBus:
 
     def emit(self, kind: str, step: int, agent: str | None = None,
              data: Mapping[str, JSON] | None = None) -> None:
-        """Send a live event of ``kind`` (its fields from ``data``, copied read-only)."""
+        """Send a live event of ``kind`` (its fields from ``data``, copied read-only). A
+        timing kind's ``data`` is also kept as given until someone asks for the timings:
+        pass values that nothing changes afterwards."""
         subs = self._subs
         timing = kind in TIMING_KINDS
         if not subs and not timing:
@@ -613,12 +626,13 @@ class EventBus:
         with self._lock:
             seq = self._live_seq
             self._live_seq += 1
-        fields = {k: freeze(v) for k, v in (data or {}).items()}
-        event = _LIVE[kind](step=step, agent=agent, time=time.monotonic(), seq=seq, **fields)
+        now = time.monotonic()
         if timing:
-            self._timings.append(event)
-        for sub in subs:
-            sub._offer(event)
+            self._timings.append((kind, step, agent, data, now, seq))
+        if subs:
+            event = _live_event(kind, step, agent, data, now, seq)
+            for sub in subs:
+                sub._offer(event)
 
     def control(self, event: CommittedEvent) -> None:
         """Deliver a run control (rewound, run_finished): committed stream, no record."""

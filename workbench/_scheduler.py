@@ -157,7 +157,7 @@ class Scheduler:
         inboxes = deliveries(self.state, selected, self.max_messages)
         step_record = StepStart(t, tuple(selected), cursor,
                                 tuple(len(inboxes[a]) for a in selected))
-        self.events.emit("step_running", t, None, {"agents": selected})
+        self.events.emit("step_running", t, None, {"agents": tuple(selected)})
         try:
             results, hosts = self._run_agents(t, selected, inboxes)
         except BaseException as exc:
