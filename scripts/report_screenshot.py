@@ -12,26 +12,13 @@ Used for docs/images/quickstart-report.png:
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import tempfile
 from pathlib import Path
 
-WRAPPER = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-        "--host-resolver-rules=MAP * ~NOTFOUND"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def chromium_binary() -> str:
-    """The binary Debian's chromium wrapper script runs (its LIBDIR/APPNAME lines)."""
-    text = WRAPPER.read_text(errors="replace") if WRAPPER.is_file() else ""
-    libdir = re.search(r"^LIBDIR=(\S+)", text, re.MULTILINE)
-    app = re.search(r"^APPNAME=(\S+)", text, re.MULTILINE)
-    name = app.group(1) if app else "chromium"
-    binary = Path((libdir.group(1) if libdir else "/usr/lib/$APPNAME").replace("$APPNAME", name))
-    if not (binary / name).is_file():
-        sys.exit("Debian's chromium is not installed: apt-get install chromium")
-    return str(binary / name)
+from views_harness import CHROMIUM_FLAGS, chromium_binary
 
 
 def main() -> int:
@@ -45,7 +32,8 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as profile, sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
-            profile, executable_path=chromium_binary(), headless=True, args=ARGS,
+            profile, executable_path=str(chromium_binary()), headless=True,
+            args=CHROMIUM_FLAGS,
             viewport={"width": args.width, "height": args.height})
         page = context.new_page()
         page.goto(args.report.resolve().as_uri())

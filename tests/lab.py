@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -23,25 +22,16 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-CHROMIUM_WRAPPER = Path("/usr/bin/chromium")
+from scripts.views_harness import CHROMIUM_FLAGS, chromium_binary
 
 
-def chromium_binary() -> str | None:
-    """The Chromium binary Debian's wrapper script runs (Playwright launches it directly:
-    the wrapper adds flags of its own)."""
-    if not CHROMIUM_WRAPPER.is_file():
-        return None
-    text = CHROMIUM_WRAPPER.read_text(errors="replace")
-    match = re.search(r"^LIBDIR=(\S+)", text, re.MULTILINE)
-    app = re.search(r"^APPNAME=(\S+)", text, re.MULTILINE)
-    libdir = (match.group(1) if match else "/usr/lib/$APPNAME").replace(
-        "$APPNAME", app.group(1) if app else "chromium")
-    binary = Path(libdir) / (app.group(1) if app else "chromium")
-    return str(binary) if binary.is_file() else None
-
-
-BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
+def chromium_installed() -> bool:
+    """Whether Debian's chromium is here (CI installs it; see chromium_binary)."""
+    try:
+        chromium_binary()
+    except OSError:
+        return False
+    return True
 
 
 def free_port() -> int:
@@ -155,12 +145,10 @@ def chromium(tmp: Path, *, dark: bool = False) -> Iterator[Any]:
     """A Playwright browser context on Debian's Chromium with a fresh profile."""
     from playwright.sync_api import sync_playwright
 
-    binary = chromium_binary()
-    if binary is None:
-        raise RuntimeError("Debian's chromium is not installed (apt-get install chromium)")
+    binary = str(chromium_binary())  # FileNotFoundError says what to install
     with sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
-            str(tmp / "profile"), executable_path=binary, headless=True, args=BROWSER_ARGS,
+            str(tmp / "profile"), executable_path=binary, headless=True, args=CHROMIUM_FLAGS,
             viewport={"width": 1400, "height": 1000},
             color_scheme="dark" if dark else "light")
         try:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.lab import chromium, chromium_binary, jupyterlab, open_notebook
+from tests.lab import chromium, chromium_installed, jupyterlab, open_notebook
 from workbench._journal import read_journal
 from workbench._records import AgentResult, Commit
 
@@ -65,7 +65,7 @@ def wait_for(page: Any, script: str, timeout_s: float = 60, arg: Any = None) -> 
     return page.wait_for_function(script, arg=arg, timeout=timeout_s * 1000).json_value()
 
 
-@pytest.mark.skipif(chromium_binary() is None, reason="needs Debian's chromium (CI installs it)")
+@pytest.mark.skipif(not chromium_installed(), reason="needs Debian's chromium (CI installs it)")
 def test_the_views_in_jupyterlab_follow_and_drive_a_real_run(tmp_path: Path) -> None:
     shots = Path(os.environ.get("WORKBENCH_SCREENSHOTS", tmp_path / "screenshots"))
     shots.mkdir(parents=True, exist_ok=True)
