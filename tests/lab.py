@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from scripts.views_harness import CHROMIUM_FLAGS, chromium_binary
+from tests.procs import descendants
 
 
 def chromium_installed() -> bool:
@@ -38,23 +39,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _descendants(pid: int) -> set[int]:
-    parent: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            parent[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        frontier = {p for p, pp in parent.items() if pp in frontier} - found
-        found |= frontier
-    return found
 
 
 class Lab:
@@ -123,7 +107,7 @@ def jupyterlab(tmp: Path) -> Iterator[Lab]:
                 time.sleep(0.2)
         yield lab
     finally:
-        kernels = _descendants(process.pid)
+        kernels = descendants(process.pid)
         try:
             for kernel in lab.api("GET", "/api/kernels") or []:
                 lab.api("DELETE", f"/api/kernels/{kernel['id']}")
@@ -135,7 +119,7 @@ def jupyterlab(tmp: Path) -> Iterator[Lab]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(5)
-        for pid in kernels | _descendants(process.pid):
+        for pid in kernels | descendants(process.pid):
             with suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
 

@@ -14,26 +14,8 @@ import pytest
 
 import workbench as wb
 from tests.pool_agents import CAPS, counter_wasm, marked
+from tests.procs import descendants
 from workbench.errors import ConfigError, FrameTooLarge, RunClosed
-
-
-def descendants() -> set[int]:
-    """Our child processes and theirs (workers are children of a pool's fork server),
-    zombies included."""
-    parent: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:  # it exited meanwhile
-                continue
-            parent[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found: set[int] = set()
-    frontier = {os.getpid()}
-    while frontier:
-        frontier = {pid for pid, ppid in parent.items() if ppid in frontier} - found
-        found |= frontier
-    return found
 
 
 def resources() -> dict[str, frozenset[int]]:
