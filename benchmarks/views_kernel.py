@@ -20,6 +20,9 @@ from typing import Any
 
 import workbench as wb
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from views import percentile
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -77,14 +80,8 @@ def timed_run(make: Any, journal: Path, steps: int | None, view: bool) -> dict[s
     run.close()
     sent = shown.messages_sent if shown is not None else 0
     return {"step_s": elapsed / max(1, count), "msgs_per_s": sent / elapsed,
-            "lag_p50_ms": percentile(lags, 50) * 1e3, "lag_p95_ms": percentile(lags, 95) * 1e3}
+            "lag_p50_ms": percentile(lags, 0.5) * 1e3, "lag_p95_ms": percentile(lags, 0.95) * 1e3}
 
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def side_by_side(make: Any, steps: int | None, pairs: int, folder: Path,

@@ -21,6 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.views import percentile
 from tests.lab import chromium, jupyterlab, open_notebook
 
 CELL = """\
@@ -85,8 +86,7 @@ def measure(steps: int, agents: int, pace_s: float) -> dict[str, Any]:
             if str(t) in shown]
     lags.sort()
     return {"agents": agents + 1, "steps": len(committed), "seen": len(lags),
-            "p50": statistics.median(lags), "p95": lags[min(len(lags) - 1,
-                                                             round(0.95 * (len(lags) - 1)))],
+            "p50": statistics.median(lags), "p95": percentile(lags, 0.95),
             "max": lags[-1]}
 
 
