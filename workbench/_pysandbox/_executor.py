@@ -16,7 +16,7 @@ from pathlib import Path
 from workbench._pysandbox._package import AgentPackage, read_package
 from workbench._pysandbox._runtime import runtime_key, runtime_path
 from workbench._types import AgentIdentity, Executor, HostCalls, Limits, StepRequest, StepResult
-from workbench._wasm._abi import HostCallsAdapter, encode_input, input_fault, outcome_to_result
+from workbench._wasm._abi import step_in_process
 from workbench._workers import WorkerLease
 from workbench.errors import RunClosed
 
@@ -97,15 +97,8 @@ class LocalPythonSandbox:
 
         if self._closed.is_set():
             raise RunClosed(f"executor of agent {self.name!r}")
-        input_json = encode_input(request)
-        too_large = input_fault(input_json, self.limits)
-        if too_large is not None:
-            return StepResult(state=None, fault=too_large)
-        limits = self.limits
-        outcome = run_step(self._agent, input_json, HostCallsAdapter(host), fuel=limits.fuel,
-                           memory_bytes=limits.memory_bytes, timeout_s=self._timeout_s,
-                           max_output_bytes=limits.max_output_bytes)
-        return outcome_to_result(outcome, max_output_bytes=limits.max_output_bytes)
+        return step_in_process(run_step, self._agent, request, host, self.limits,
+                               self._timeout_s)
 
     def close(self) -> None:
         """Refuse further steps. Idempotent."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -50,6 +51,7 @@ __all__ = [
     "outcome_to_result",
     "output_too_large",
     "parse_json",
+    "step_in_process",
 ]
 
 ABI_VERSION = 1
@@ -145,6 +147,22 @@ def outcome_to_result(outcome: StepOutcome, *, max_output_bytes: int) -> StepRes
             f"the agent reached its memory limit, then its {result.fault.detail}",
             memory_size=outcome.memory_size, cause=result.fault.to_json()), usage=usage)
     return dataclasses.replace(result, usage=usage)
+
+
+def step_in_process(run_step: Callable[..., StepOutcome], agent: Any, request: StepRequest,
+                    host: HostCalls, limits: Limits, timeout_s: float | None) -> StepResult:
+    """One step of a sandboxed agent in this process: its input checked against
+    ``max_input_bytes``, ``run_step(agent, input, host, ...)`` in a fresh instance (the
+    sandbox's own ``run_step``: WebAssembly module or Python runtime), and its outcome as
+    the StepResult the scheduler commits."""
+    input_json = encode_input(request)
+    too_large = input_fault(input_json, limits)
+    if too_large is not None:
+        return StepResult(state=None, fault=too_large)
+    outcome = run_step(agent, input_json, HostCallsAdapter(host), fuel=limits.fuel,
+                       memory_bytes=limits.memory_bytes, timeout_s=timeout_s,
+                       max_output_bytes=limits.max_output_bytes)
+    return outcome_to_result(outcome, max_output_bytes=limits.max_output_bytes)
 
 
 def decode_output(raw: bytes, *, max_output_bytes: int) -> StepResult:

@@ -16,13 +16,7 @@ import wasmtime
 
 from workbench._pysandbox._package import is_package
 from workbench._types import HOST_CALLS, AgentIdentity, HostCalls, Limits, StepRequest, StepResult
-from workbench._wasm._abi import (
-    HostCallsAdapter,
-    agent_identity,
-    encode_input,
-    input_fault,
-    outcome_to_result,
-)
+from workbench._wasm._abi import agent_identity, step_in_process
 from workbench._wasm._sandbox import CompiledAgent, compile_module, run_step
 from workbench.errors import ConfigError, InvalidModule, RunClosed
 
@@ -95,15 +89,8 @@ class LocalWasmExecutor:
         ``host`` raised other than ValueError from ``infer`` (a host failure)."""
         if self._closed.is_set():
             raise RunClosed(f"executor of agent {self.name!r}")
-        limits = self.limits
-        input_json = encode_input(request)
-        too_large = input_fault(input_json, limits)
-        if too_large is not None:
-            return StepResult(state=None, fault=too_large)
-        outcome = run_step(self._agent, input_json, HostCallsAdapter(host),
-                           fuel=limits.fuel, memory_bytes=limits.memory_bytes,
-                           timeout_s=self._timeout_s, max_output_bytes=limits.max_output_bytes)
-        return outcome_to_result(outcome, max_output_bytes=limits.max_output_bytes)
+        return step_in_process(run_step, self._agent, request, host, self.limits,
+                               self._timeout_s)
 
     def close(self) -> None:
         """Refuse further steps (they raise RunClosed). Idempotent."""
