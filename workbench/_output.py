@@ -14,9 +14,10 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 from workbench._types import Fault, Outgoing, Status, StepResult
+from workbench.errors import short_repr
 
 __all__ = ["MESSAGE_KEYS", "OUTPUT_KEYS", "STATUSES", "MalformedOutput", "check_output",
-           "json_type", "malformed_fault", "short"]
+           "json_type", "malformed_fault"]
 
 STATUSES = ("ready", "idle", "done")
 OUTPUT_KEYS = frozenset({"state", "outbox", "status"})
@@ -39,12 +40,6 @@ def json_type(value: Any) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-def short(value: Any, limit: int = 60) -> str:
-    """``repr(value)``, cut to ``limit`` characters."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def check_output(value: Any, *, pairs: bool = False) -> StepResult:
     """The StepResult of a step's output; MalformedOutput if it breaks the contract.
     ``pairs``: the looser forms a Python step may return (see the module's docstring)."""
@@ -60,7 +55,8 @@ def check_output(value: Any, *, pairs: bool = False) -> StepResult:
         raise MalformedOutput("output has no 'state'")
     status = value.get("status", "ready")
     if not isinstance(status, str) or status not in STATUSES:
-        raise MalformedOutput(f"'status' must be one of {list(STATUSES)}, got {short(status)}")
+        raise MalformedOutput(f"'status' must be one of {list(STATUSES)}, "
+                              f"got {short_repr(status, 60)}")
     outbox = value.get("outbox", [])
     if not isinstance(outbox, list | tuple if pairs else list):
         raise MalformedOutput(f"'outbox' must be a list, got {json_type(outbox)}")
@@ -81,5 +77,6 @@ def _message(index: int, entry: Any, pairs: bool) -> Outgoing:
         either = " (or a (to, payload) pair)" if pairs else ""
         raise MalformedOutput(f"{where} must be an object{either}, got {json_type(entry)}")
     if not isinstance(to, str) or not to:
-        raise MalformedOutput(f"{where}.to must be a non-empty string, got {short(to)}")
+        raise MalformedOutput(f"{where}.to must be a non-empty string, "
+                              f"got {short_repr(to, 60)}")
     return Outgoing(to=to, payload=payload)

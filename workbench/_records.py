@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from workbench._types import JSON, Message
-from workbench.errors import JournalCorrupt
+from workbench.errors import JournalCorrupt, short_repr
 
 __all__ = ["JOURNAL_VERSION", "AgentResult", "AgentSpec", "Call", "Commit", "EngineWarning",
            "OutMessage", "Record", "RunHeader", "Snapshot", "StepStart", "UserSend",
@@ -74,7 +74,8 @@ class _Part:
             if key not in data:
                 raise ValueError(f"{what} lacks {key!r}")
             if not check(data[key]):
-                raise ValueError(f"{what} has a malformed {key!r}: {_short(data[key])}")
+                raise ValueError(f"{what} has a malformed {key!r}: "
+                                 f"{short_repr(data[key], 80)}")
             values[name] = data[key]
         return values
 
@@ -106,11 +107,6 @@ def _encode(value: Any) -> JSON:
                 for v in value]
     result: JSON = value
     return result
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _is_obj(v: Any) -> bool:
@@ -348,7 +344,7 @@ class EngineWarning(_Record):
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> EngineWarning:
         if not _int(data.get("t")):
-            raise ValueError(f"'warn' record has a malformed 't': {_short(data.get('t'))}")
+            raise ValueError(f"'warn' record has a malformed 't': {short_repr(data.get('t'), 80)}")
         return cls(data["t"], {k: v for k, v in data.items() if k not in ("k", "t")})
 
 

@@ -149,7 +149,7 @@ class NondeterminismError(WorkbenchError, AssertionError):
         who = f"agent {agent!r}" if agent is not None else "the run"
         super().__init__(
             f"replay diverged at step {step}, {who}, field {field!r}: "
-            f"expected {_short(expected)}, got {_short(got)}; the agent's code or its "
+            f"expected {short_repr(expected)}, got {short_repr(got)}; the agent's code or its "
             "inputs changed, or it reads time/randomness outside the host calls"
         )
 
@@ -302,7 +302,8 @@ class ProviderError(WorkbenchError, RuntimeError):
         )
 
 
-def _short(value: object, limit: int = 200) -> str:
+def short_repr(value: object, limit: int = 200) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for messages."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from workbench._hostcalls import MAX_CALLS_PER_STEP, UnreadableRequest
 from workbench._output import MalformedOutput as _Malformed
-from workbench._output import check_output, malformed_fault, short
+from workbench._output import check_output, malformed_fault
 from workbench._types import (
     JSON,
     AgentIdentity,
@@ -31,6 +31,7 @@ from workbench._types import (
     StepResult,
     limit_fault,
 )
+from workbench.errors import short_repr
 
 __all__ = [
     "ABI_VERSION",
@@ -242,7 +243,7 @@ def _reject_constant(name: str) -> Any:
 def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise _Malformed(f"contains {short(text)}, too large for a float")
+        raise _Malformed(f"contains {short_repr(text, 60)}, too large for a float")
     return value
 
 
@@ -250,7 +251,7 @@ def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj: dict[str, Any] = {}
     for key, item in pairs:
         if key in obj:
-            raise _Malformed(f"has duplicate key {short(key)}")
+            raise _Malformed(f"has duplicate key {short_repr(key, 60)}")
         obj[key] = item
     return obj
 
